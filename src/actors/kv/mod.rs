@@ -1,0 +1,1 @@
+//! Actors of the causal KV store.

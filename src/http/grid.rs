@@ -1,0 +1,1 @@
+//! Smart-grid subsystem (see issue: substation, load_balancer, charge_request).
