@@ -53,6 +53,168 @@ pub fn init_logging() {
     let _ = env_logger::Builder::from_env(env).try_init();
 }
 
+/// Configuration of a `kv_node`, from environment variables.
+///
+/// | variable | meaning | default |
+/// |---|---|---|
+/// | `NODE_ID` | this node's index, 0-based | required |
+/// | `PEERS` | `ID=URL` for every node, this one included | required |
+/// | `LISTEN_ADDR` | address to listen on | `0.0.0.0:5000` |
+/// | `DATA_DIR` | where the node keeps its state | `data/node<NODE_ID>` |
+/// | `CLUSTER_SECRET` | shared secret for peer and admin traffic | required |
+/// | `MAX_KEY_BYTES` | longest key | 1024 |
+/// | `MAX_VALUE_BYTES` | longest value (413 past it) | 1048576 |
+/// | `CAUSAL_WAIT_TIMEOUT_MS` | how long a request waits for its `Causal-Context` | 5000 |
+/// | `BUFFER_CAPACITY` | replicated writes that may wait for dependencies | 100000 |
+/// | `MAX_LOG_ENTRIES` | writes kept for peers before puts get 503 | 1000000 |
+/// | `REPLICATION_BATCH` | most writes per replication request | 512 |
+/// | `PEER_TIMEOUT_MS` | timeout of each replication request | 2000 |
+/// | `RELAY_AFTER_MS` | how long a peer may lag on an origin before others relay it | 1000 |
+#[derive(Clone)]
+pub struct KvConfig {
+    pub node_id: usize,
+    /// Base URL of every node, indexed by node id.
+    pub peers: Vec<String>,
+    pub listen_addr: String,
+    pub data_dir: std::path::PathBuf,
+    pub cluster_secret: String,
+    pub max_key_bytes: usize,
+    pub max_value_bytes: usize,
+    pub causal_wait_timeout_ms: u64,
+    pub buffer_capacity: usize,
+    pub max_log_entries: usize,
+    pub replication_batch: usize,
+    pub peer_timeout_ms: u64,
+    pub relay_after_ms: u64,
+}
+
+impl std::fmt::Debug for KvConfig {
+    // Written by hand so the secret never reaches a log.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KvConfig")
+            .field("node_id", &self.node_id)
+            .field("peers", &self.peers)
+            .field("listen_addr", &self.listen_addr)
+            .field("data_dir", &self.data_dir)
+            .field("cluster_secret", &"<set>")
+            .field("max_key_bytes", &self.max_key_bytes)
+            .field("max_value_bytes", &self.max_value_bytes)
+            .field("causal_wait_timeout_ms", &self.causal_wait_timeout_ms)
+            .field("buffer_capacity", &self.buffer_capacity)
+            .field("max_log_entries", &self.max_log_entries)
+            .field("replication_batch", &self.replication_batch)
+            .field("peer_timeout_ms", &self.peer_timeout_ms)
+            .field("relay_after_ms", &self.relay_after_ms)
+            .finish()
+    }
+}
+
+impl KvConfig {
+    pub fn from_env() -> Result<Self> {
+        let node_id: usize = required("NODE_ID")?;
+        let peers = parse_peers(&required::<String>("PEERS")?)?;
+        let cluster_secret = var("CLUSTER_SECRET").ok_or_else(|| {
+            Error::config(
+                "CLUSTER_SECRET is required: set the same secret on every node (it authenticates node-to-node traffic)",
+            )
+        })?;
+        let config = KvConfig {
+            node_id,
+            peers,
+            listen_addr: parse_or("LISTEN_ADDR", "0.0.0.0:5000".to_string())?,
+            data_dir: parse_or(
+                "DATA_DIR",
+                std::path::PathBuf::from(format!("data/node{node_id}")),
+            )?,
+            cluster_secret,
+            max_key_bytes: parse_or("MAX_KEY_BYTES", 1024)?,
+            max_value_bytes: parse_or("MAX_VALUE_BYTES", 1024 * 1024)?,
+            causal_wait_timeout_ms: parse_or("CAUSAL_WAIT_TIMEOUT_MS", 5_000)?,
+            buffer_capacity: parse_or("BUFFER_CAPACITY", 100_000)?,
+            max_log_entries: parse_or("MAX_LOG_ENTRIES", 1_000_000)?,
+            replication_batch: parse_or("REPLICATION_BATCH", 512)?,
+            peer_timeout_ms: parse_or("PEER_TIMEOUT_MS", 2_000)?,
+            relay_after_ms: parse_or("RELAY_AFTER_MS", 1_000)?,
+        };
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks the relations between values.
+    pub fn validate(&self) -> Result<()> {
+        if self.node_id >= self.peers.len() {
+            return Err(Error::config(format!(
+                "NODE_ID={} but PEERS lists {} nodes (ids 0..{})",
+                self.node_id,
+                self.peers.len(),
+                self.peers.len()
+            )));
+        }
+        if self.cluster_secret.is_empty() {
+            return Err(Error::config("CLUSTER_SECRET must not be empty"));
+        }
+        for (name, value) in [
+            ("MAX_KEY_BYTES", self.max_key_bytes),
+            ("MAX_VALUE_BYTES", self.max_value_bytes),
+            ("BUFFER_CAPACITY", self.buffer_capacity),
+            ("MAX_LOG_ENTRIES", self.max_log_entries),
+            ("REPLICATION_BATCH", self.replication_batch),
+        ] {
+            if value == 0 {
+                return Err(Error::config(format!("{name} must be at least 1")));
+            }
+        }
+        if self.peer_timeout_ms == 0 {
+            return Err(Error::config("PEER_TIMEOUT_MS must be at least 1"));
+        }
+        Ok(())
+    }
+
+    pub fn cluster_size(&self) -> usize {
+        self.peers.len()
+    }
+}
+
+/// Parses `PEERS`: `0=http://node1:5000,1=http://node2:5000,...`. Every id
+/// from 0 to n-1 must appear exactly once; the order of the list is free.
+pub fn parse_peers(raw: &str) -> Result<Vec<String>> {
+    let mut slots: Vec<Option<String>> = Vec::new();
+    for item in raw.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        let (id, url) = item
+            .split_once('=')
+            .ok_or_else(|| Error::config(format!("PEERS entry {item:?} is not ID=URL")))?;
+        let id: usize = id
+            .trim()
+            .parse()
+            .map_err(|_| Error::config(format!("PEERS entry {item:?}: {id:?} is not a node id")))?;
+        let url = url.trim().trim_end_matches('/').to_string();
+        if !(url.starts_with("http://") || url.starts_with("https://")) {
+            return Err(Error::config(format!(
+                "PEERS entry {item:?}: URL must start with http:// or https://"
+            )));
+        }
+        if id > 1024 {
+            return Err(Error::config(format!("PEERS entry {item:?}: id too large")));
+        }
+        if slots.len() <= id {
+            slots.resize(id + 1, None);
+        }
+        if slots[id].replace(url).is_some() {
+            return Err(Error::config(format!("PEERS lists node {id} twice")));
+        }
+    }
+    if slots.is_empty() {
+        return Err(Error::config("PEERS is empty"));
+    }
+    slots
+        .into_iter()
+        .enumerate()
+        .map(|(id, url)| {
+            url.ok_or_else(|| Error::config(format!("PEERS has no entry for node {id}")))
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -61,6 +223,25 @@ mod tests {
     fn parse_errors_name_the_variable() {
         let err = parse_value::<u32>("POLL_INTERVAL_MS", "soon").unwrap_err();
         assert!(err.to_string().contains("POLL_INTERVAL_MS"), "{err}");
+    }
+
+    #[test]
+    fn peers_are_parsed_by_id() {
+        let peers = parse_peers("1=http://b:5000, 0=http://a:5000/,2=http://c:5000").unwrap();
+        assert_eq!(
+            peers,
+            vec!["http://a:5000", "http://b:5000", "http://c:5000"]
+        );
+        for bad in [
+            "",
+            "0=http://a,0=http://b",
+            "0=http://a,2=http://c",
+            "x=http://a",
+            "0=a:5000",
+            "0",
+        ] {
+            assert!(parse_peers(bad).is_err(), "{bad:?} should be rejected");
+        }
     }
 
     #[test]

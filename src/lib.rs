@@ -27,6 +27,7 @@
 //! actors own one core object each; HTTP handlers only translate.
 
 pub mod actors;
+pub mod auth;
 pub mod causal;
 pub mod config;
 pub mod error;

@@ -1,1 +1,30 @@
-//! Pure core of the causal KV store.
+//! Pure core of the causal KV store: no actix, no I/O, no wall clock.
+//!
+//! * [`vclock`]: vector clocks and their partial order.
+//! * [`write`]: the replicated unit and its arbitration rank.
+//! * [`buffer`]: the causal delivery buffer (per-origin queues, O(1)
+//!   amortized draining).
+//! * [`store`]: versioned values and the convergence rule.
+//! * [`log`]: delivered writes kept until causally stable, for resending
+//!   and for catching up a peer on any origin.
+//! * [`stream`]: reliable replication towards one peer (batching, acks,
+//!   backoff, relay, injected faults).
+//! * [`session`]: causal contexts carried by clients across nodes.
+//!
+//! The actors in `actors::kv` each wrap one of these; everything that decides
+//! anything lives here and is tested here.
+
+pub mod buffer;
+pub mod log;
+pub mod session;
+pub mod store;
+pub mod stream;
+pub mod vclock;
+pub mod write;
+
+pub use buffer::{DeliveryBuffer, Offered};
+pub use log::ReplicationLog;
+pub use store::{Store, Versioned};
+pub use stream::{FaultKind, PeerStream, Plan, StreamConfig};
+pub use vclock::VClock;
+pub use write::{NodeId, Write};

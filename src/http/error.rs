@@ -80,6 +80,31 @@ pub async fn not_found(req: HttpRequest) -> HttpResponse {
     Error::NotFound(format!("no route for {} {}", req.method(), req.path())).error_response()
 }
 
+/// Fallback for a known path with the wrong method: 405 with a JSON body.
+pub async fn method_not_allowed(req: HttpRequest) -> HttpResponse {
+    HttpResponse::MethodNotAllowed().json(ErrorBody {
+        error: format!("method {} not allowed on {}", req.method(), req.path()),
+    })
+}
+
+/// Reads a raw body up to `limit` bytes (for routes that must see the exact
+/// bytes, such as signed peer requests). Over the limit: `TooLarge`.
+pub async fn read_body(
+    mut payload: web::Payload,
+    limit: usize,
+) -> crate::error::Result<web::Bytes> {
+    use futures_util::StreamExt;
+    let mut body = web::BytesMut::new();
+    while let Some(chunk) = payload.next().await {
+        let chunk = chunk.map_err(|e| Error::invalid(format!("reading body: {e}")))?;
+        if body.len() + chunk.len() > limit {
+            return Err(Error::TooLarge(format!("request body over {limit} bytes")));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body.freeze())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -5,6 +5,7 @@
 //! `/health`, `/metrics`, request metrics, JSON error handling and a small
 //! server wrapper that binds ephemeral ports for tests.
 
+pub mod auth;
 pub mod error;
 pub mod grid;
 pub mod kv;
@@ -38,6 +39,7 @@ pub async fn metrics_endpoint(registry: web::Data<Registry>) -> Result<HttpRespo
 pub struct Running {
     pub addr: SocketAddr,
     pub handle: actix_web::dev::ServerHandle,
+    task: actix_rt::task::JoinHandle<std::io::Result<()>>,
 }
 
 impl Running {
@@ -49,6 +51,14 @@ impl Running {
     /// Graceful stop: stop accepting, finish in-flight requests.
     pub async fn stop(&self) {
         self.handle.stop(true).await;
+    }
+
+    /// Waits until the server has stopped (after a signal or `stop`).
+    pub async fn wait(self) -> Result<()> {
+        match self.task.await {
+            Ok(result) => result.map_err(|e| Error::internal(format!("server failed: {e}"))),
+            Err(e) => Err(Error::internal(format!("server task failed: {e}"))),
+        }
     }
 }
 
@@ -86,8 +96,8 @@ where
         .ok_or_else(|| Error::config(format!("no address bound for {listen}")))?;
     let server = server.run();
     let handle = server.handle();
-    actix_rt::spawn(server);
-    Ok(Running { addr, handle })
+    let task = actix_rt::spawn(server);
+    Ok(Running { addr, handle, task })
 }
 
 /// Middleware that records `*_http_requests_total` and latency per route.

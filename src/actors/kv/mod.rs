@@ -1,1 +1,197 @@
 //! Actors of the causal KV store.
+//!
+//! | actor | wraps | role |
+//! |---|---|---|
+//! | [`ClockActor`] | `VClock`, `ReplicationLog` | stamps local writes, the single delivery point, holds the log |
+//! | [`StoreActor`] | `Store`, `Waiters` | versioned values, reads, causal-context waits |
+//! | [`DeliveryBufferActor`] | `DeliveryBuffer` | holds early replicated writes until causally ready |
+//! | [`ReplicatorActor`] | `PeerStream` | one per peer: batches, sends, retries, relays |
+//!
+//! [`KvNode`] starts them, wires their addresses together and is what the
+//! HTTP layer talks to.
+
+pub mod buffer;
+pub mod clock;
+pub mod messages;
+pub mod metrics;
+pub mod replicator;
+pub mod store;
+
+use std::time::Duration;
+
+use actix::prelude::*;
+use prometheus::Registry;
+
+pub use buffer::DeliveryBufferActor;
+pub use clock::ClockActor;
+pub use metrics::KvMetrics;
+pub use replicator::ReplicatorActor;
+pub use store::StoreActor;
+
+use self::clock::ClockParts;
+use self::messages::{GetBufferView, GetClockView, GetPeerView, GetStoreSnapshot, SetFault};
+use self::replicator::ReplicatorParts;
+use crate::auth::Signer;
+use crate::causal::StreamConfig;
+use crate::config::KvConfig;
+use crate::error::{Error, Result};
+use crate::http::kv::wire::{FaultRequest, PeerStatus, StatusResponse, StoredValue};
+
+/// Most requests that may wait for a causal context at once.
+const MAX_WAITERS: usize = 10_000;
+
+/// The running actors of one node.
+#[derive(Clone)]
+pub struct KvNode {
+    pub id: usize,
+    pub cluster_size: usize,
+    pub clock: Addr<ClockActor>,
+    pub store: Addr<StoreActor>,
+    pub buffer: Addr<DeliveryBufferActor>,
+    /// Indexed by node id; `None` at our own index.
+    pub replicators: Vec<Option<Addr<ReplicatorActor>>>,
+    pub metrics: KvMetrics,
+    pub registry: Registry,
+}
+
+impl KvNode {
+    /// Starts the node's actors on the current arbiter.
+    pub fn start(config: &KvConfig) -> Result<KvNode> {
+        config.validate()?;
+        let me = config.node_id;
+        let n = config.cluster_size();
+        let signer = Signer::new(&config.cluster_secret)?;
+        let labels = std::iter::once(("node".to_string(), me.to_string())).collect();
+        let registry = Registry::new_custom(None, Some(labels)).map_err(Error::internal)?;
+        let metrics = KvMetrics::new(&registry)?;
+        let wait_timeout = Duration::from_millis(config.causal_wait_timeout_ms);
+
+        // ClockActor and the others hold each other's addresses: create its
+        // context first so its address exists before it starts.
+        let clock_ctx: Context<ClockActor> = Context::new();
+        let clock = clock_ctx.address();
+        let store = StoreActor::new(n, wait_timeout, MAX_WAITERS, metrics.clone()).start();
+        let buffer = DeliveryBufferActor::new(
+            me,
+            n,
+            config.buffer_capacity,
+            clock.clone(),
+            metrics.clone(),
+        )
+        .start();
+        let stream_config = StreamConfig {
+            max_batch: config.replication_batch,
+            relay_after_ms: config.relay_after_ms,
+            ..StreamConfig::default()
+        };
+        let replicators: Vec<Option<Addr<ReplicatorActor>>> = config
+            .peers
+            .iter()
+            .enumerate()
+            .map(|(peer, url)| {
+                (peer != me).then(|| {
+                    ReplicatorActor::new(ReplicatorParts {
+                        me,
+                        peer,
+                        n,
+                        url: url.clone(),
+                        config: stream_config.clone(),
+                        clock: clock.clone(),
+                        signer: signer.clone(),
+                        timeout: Duration::from_millis(config.peer_timeout_ms),
+                        metrics: metrics.clone(),
+                    })
+                    .start()
+                })
+            })
+            .collect();
+        clock_ctx.run(ClockActor::new(ClockParts {
+            me,
+            n,
+            max_log: config.max_log_entries,
+            wait_timeout,
+            max_waiters: MAX_WAITERS,
+            store: store.clone(),
+            buffer: buffer.clone(),
+            replicators: replicators.iter().flatten().cloned().collect(),
+            metrics: metrics.clone(),
+        }));
+        Ok(KvNode {
+            id: me,
+            cluster_size: n,
+            clock,
+            store,
+            buffer,
+            replicators,
+            metrics,
+            registry,
+        })
+    }
+
+    /// Everything `/status` shows, gathered from the actors.
+    pub async fn status(&self) -> Result<StatusResponse> {
+        let snapshot = self.store.send(GetStoreSnapshot).await?;
+        let buffer = self.buffer.send(GetBufferView).await?;
+        let clock = self.clock.send(GetClockView).await?;
+        let mut peers = Vec::new();
+        for r in self.replicators.iter().flatten() {
+            let v = r.send(GetPeerView).await?;
+            peers.push(PeerStatus {
+                id: v.id,
+                url: v.url,
+                acked: v.acked,
+                delivered: v.delivered,
+                backlog: v.backlog,
+                reachable: v.reachable,
+                failures: v.failures,
+                fault: v.fault,
+            });
+        }
+        Ok(StatusResponse {
+            node: self.id,
+            cluster_size: self.cluster_size,
+            vc: snapshot.applied,
+            keys: snapshot.entries.len(),
+            store: snapshot
+                .entries
+                .into_iter()
+                .map(|(k, v)| {
+                    (
+                        k,
+                        StoredValue {
+                            value: v.value,
+                            vc: v.vc,
+                        },
+                    )
+                })
+                .collect(),
+            buffered_msgs: buffer.buffered,
+            log_entries: clock.log_entries,
+            peers,
+        })
+    }
+
+    /// Injects (or clears) a replication fault towards one peer.
+    pub async fn set_fault(&self, req: FaultRequest) -> Result<()> {
+        let replicator = self
+            .replicators
+            .get(req.peer)
+            .and_then(Option::as_ref)
+            .ok_or_else(|| {
+                Error::invalid(format!(
+                    "peer {} is not another node of this {}-node cluster",
+                    req.peer, self.cluster_size
+                ))
+            })?;
+        if req.kind.is_some() && req.duration_ms == 0 {
+            return Err(Error::invalid("duration_ms must be positive"));
+        }
+        replicator
+            .send(SetFault {
+                kind: req.kind,
+                duration_ms: req.duration_ms.min(24 * 3600 * 1000),
+            })
+            .await?;
+        Ok(())
+    }
+}

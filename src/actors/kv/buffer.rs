@@ -1,0 +1,117 @@
+//! `DeliveryBufferActor`: wraps the causal `DeliveryBuffer`.
+//!
+//! Peers' batches arrive here; writes that are causally ready go on to
+//! `ClockActor` in delivery order (one `Deliver` per batch, FIFO), the rest
+//! wait. The node's own writes never wait, but the buffer must learn of them
+//! (`LocalDelivered`) because peers' writes may depend on them.
+
+use actix::prelude::*;
+
+use super::clock::ClockActor;
+use super::messages::{Ack, BufferView, Deliver, GetBufferView, LocalDelivered, Replicate};
+use super::metrics::KvMetrics;
+use crate::causal::{DeliveryBuffer, NodeId, Offered};
+use crate::error::{Error, Result};
+
+pub struct DeliveryBufferActor {
+    me: NodeId,
+    buffer: DeliveryBuffer,
+    clock: Addr<ClockActor>,
+    metrics: KvMetrics,
+}
+
+impl DeliveryBufferActor {
+    pub fn new(
+        me: NodeId,
+        n: usize,
+        capacity: usize,
+        clock: Addr<ClockActor>,
+        metrics: KvMetrics,
+    ) -> Self {
+        DeliveryBufferActor {
+            me,
+            buffer: DeliveryBuffer::new(n, capacity),
+            clock,
+            metrics,
+        }
+    }
+
+    fn forward(&mut self, ready: Vec<crate::causal::Write>) {
+        self.metrics.buffered.set(self.buffer.len() as i64);
+        if !ready.is_empty() {
+            self.clock.do_send(Deliver { writes: ready });
+        }
+    }
+}
+
+impl Actor for DeliveryBufferActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        ctx.set_mailbox_capacity(256);
+    }
+}
+
+impl Handler<Replicate> for DeliveryBufferActor {
+    type Result = Result<Ack>;
+
+    fn handle(&mut self, msg: Replicate, _: &mut Self::Context) -> Self::Result {
+        let from = msg.from;
+        let mut ready = Vec::new();
+        let mut refused = None;
+        for write in msg.writes {
+            if write.origin == self.me && write.seq > self.buffer.delivered().get(self.me) {
+                // A peer claims a write of ours that we never made: our state
+                // is behind the cluster's (the node lost its data). Refuse
+                // rather than deliver our own future.
+                refused = Some(Error::invalid(format!(
+                    "write {}:{} is ahead of this node's own sequence",
+                    write.origin, write.seq
+                )));
+                continue;
+            }
+            match self.buffer.offer(write, &mut ready) {
+                Ok(Offered::Duplicate) => self.metrics.duplicates.inc(),
+                Ok(_) => {}
+                Err(e) => {
+                    refused = Some(e);
+                    break;
+                }
+            }
+        }
+        self.forward(ready);
+        match refused {
+            Some(Error::InvalidInput(reason)) => {
+                log::warn!("peer {from} sent an invalid write: {reason}");
+                Err(Error::InvalidInput(reason))
+            }
+            // A full buffer answers 503; the sender backs off and resends.
+            Some(e) => Err(e),
+            None => Ok(Ack {
+                received: self.buffer.received(),
+                delivered: self.buffer.delivered().clone(),
+            }),
+        }
+    }
+}
+
+impl Handler<LocalDelivered> for DeliveryBufferActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: LocalDelivered, _: &mut Self::Context) {
+        let mut ready = Vec::new();
+        self.buffer.advance(self.me, msg.seq, &mut ready);
+        self.forward(ready);
+    }
+}
+
+impl Handler<GetBufferView> for DeliveryBufferActor {
+    type Result = MessageResult<GetBufferView>;
+
+    fn handle(&mut self, _: GetBufferView, _: &mut Self::Context) -> Self::Result {
+        MessageResult(BufferView {
+            buffered: self.buffer.len(),
+            delivered: self.buffer.delivered().clone(),
+        })
+    }
+}

@@ -1,0 +1,190 @@
+//! Typed messages between the KV actors and from the HTTP layer.
+//!
+//! The flow of a write:
+//!
+//! ```text
+//!  client ──Put──▶ ClockActor ──Apply──▶ StoreActor        (local write)
+//!                      │ ├──LocalDelivered──▶ DeliveryBufferActor
+//!                      │ └──Wake──▶ ReplicatorActor (one per peer)
+//!  peer ──Replicate──▶ DeliveryBufferActor ──Deliver──▶ ClockActor ──Apply──▶ StoreActor
+//!  ReplicatorActor ──ReadBatch──▶ ClockActor; ──PeerProgress──▶ ClockActor
+//! ```
+//!
+//! Every arrow from one actor to another that must preserve order is a
+//! `do_send` from a single sender, which actix delivers in FIFO order; that is
+//! what keeps the store's application order causal.
+
+use actix::prelude::*;
+use tokio::sync::oneshot;
+
+use crate::causal::{FaultKind, Plan, VClock, Versioned, Write};
+use crate::error::Result;
+
+/// A client write. Sent by the `/put` handler to `ClockActor`, which waits
+/// for `context` (if any) to be applied, stamps the write and delivers it.
+#[derive(Message)]
+#[rtype(result = "Result<PutDone>")]
+pub struct Put {
+    pub key: String,
+    pub value: String,
+    pub context: Option<VClock>,
+}
+
+/// The answer to `Put`: the stamped write and the node's applied clock
+/// right after it (the client's new causal context).
+#[derive(Debug, Clone)]
+pub struct PutDone {
+    pub write: Write,
+    pub context: VClock,
+}
+
+/// A client read. Sent by the `/get` handler to `StoreActor`, which first
+/// waits for `context` (bounded by its timeout).
+#[derive(Message)]
+#[rtype(result = "Result<GetDone>")]
+pub struct Get {
+    pub key: String,
+    pub context: Option<VClock>,
+}
+
+/// The answer to `Get`: the version (if any) and the applied clock.
+#[derive(Debug, Clone)]
+pub struct GetDone {
+    pub version: Option<Versioned>,
+    pub context: VClock,
+}
+
+/// Writes to apply, in causal order. Sent by `ClockActor` only (one sender,
+/// FIFO), with a reply channel for local writes whose client is waiting.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Apply {
+    pub writes: Vec<Write>,
+    pub reply: Option<oneshot::Sender<VClock>>,
+}
+
+/// A batch of writes from a peer. Sent by the `/peer/replicate` handler to
+/// `DeliveryBufferActor`; answered with what this node now holds.
+#[derive(Message)]
+#[rtype(result = "Result<Ack>")]
+pub struct Replicate {
+    pub from: usize,
+    pub writes: Vec<Write>,
+}
+
+/// What a node tells a sender after `Replicate`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ack {
+    /// Per origin, every write up to here is delivered or buffered.
+    pub received: VClock,
+    /// Per origin, every write up to here is delivered.
+    pub delivered: VClock,
+}
+
+/// Writes the buffer found causally ready, in delivery order. Sent by
+/// `DeliveryBufferActor` to `ClockActor` (one sender, FIFO).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Deliver {
+    pub writes: Vec<Write>,
+}
+
+/// The node delivered its own write `seq`. Sent by `ClockActor` to
+/// `DeliveryBufferActor` so peers' writes that depend on it can drain.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct LocalDelivered {
+    pub seq: u64,
+}
+
+/// New writes exist (or the clock moved). Sent by `ClockActor` to every
+/// `ReplicatorActor`; carries the delivered clock so the replicator can plan.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Wake {
+    pub delivered: VClock,
+}
+
+/// Read writes from the log for a replication plan. Sent by a
+/// `ReplicatorActor` to `ClockActor`.
+#[derive(Message)]
+#[rtype(result = "Batch")]
+pub struct ReadBatch {
+    pub plan: Plan,
+}
+
+/// The answer to `ReadBatch`.
+#[derive(Debug, Clone)]
+pub struct Batch {
+    pub writes: Vec<Write>,
+    pub delivered: VClock,
+}
+
+/// A peer acknowledged delivery up to `delivered`. Sent by a
+/// `ReplicatorActor` to `ClockActor`, which trims causally stable writes.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct PeerProgress {
+    pub peer: usize,
+    pub delivered: VClock,
+}
+
+/// Inject a replication fault towards this replicator's peer. Sent by the
+/// admin route handler.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct SetFault {
+    pub kind: Option<FaultKind>,
+    pub duration_ms: u64,
+}
+
+/// Ask a replicator for its view of its peer (for `/status`).
+#[derive(Message)]
+#[rtype(result = "PeerView")]
+pub struct GetPeerView;
+
+/// One replicator's view of its peer.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct PeerView {
+    pub id: usize,
+    pub url: String,
+    pub acked: VClock,
+    pub delivered: VClock,
+    pub backlog: u64,
+    pub reachable: bool,
+    pub failures: u32,
+    pub fault: Option<FaultKind>,
+}
+
+/// Ask `StoreActor` for a snapshot of the store (for `/status`).
+#[derive(Message)]
+#[rtype(result = "StoreSnapshot")]
+pub struct GetStoreSnapshot;
+
+#[derive(Debug, Clone)]
+pub struct StoreSnapshot {
+    pub applied: VClock,
+    pub entries: Vec<(String, Versioned)>,
+}
+
+/// Ask `DeliveryBufferActor` how many writes wait.
+#[derive(Message)]
+#[rtype(result = "BufferView")]
+pub struct GetBufferView;
+
+#[derive(Debug, Clone)]
+pub struct BufferView {
+    pub buffered: usize,
+    pub delivered: VClock,
+}
+
+/// Ask `ClockActor` for its clock and log size.
+#[derive(Message)]
+#[rtype(result = "ClockView")]
+pub struct GetClockView;
+
+#[derive(Debug, Clone)]
+pub struct ClockView {
+    pub delivered: VClock,
+    pub log_entries: usize,
+}

@@ -1,0 +1,225 @@
+//! `ReplicatorActor`: one per peer; wraps a `PeerStream` and moves its
+//! batches over HTTP.
+//!
+//! It wakes when `ClockActor` delivers something (`Wake`) and on a short
+//! timer (for backoff, heartbeats, relays and fault expiry). Each round it
+//! asks the stream for a plan, reads the planned writes from the
+//! `ClockActor`'s log, POSTs them to the peer's `/peer/replicate`, and feeds
+//! the peer's acknowledgement back into the stream. At most one request is in
+//! flight, so writes that arrive meanwhile form the next batch.
+
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+
+use super::clock::ClockActor;
+use super::messages::{GetPeerView, PeerProgress, PeerView, ReadBatch, SetFault, Wake};
+use super::metrics::KvMetrics;
+use crate::auth::Signer;
+use crate::causal::{NodeId, PeerStream, StreamConfig, VClock};
+use crate::error::{Error, Result};
+use crate::http::kv::client::PeerClient;
+use crate::http::kv::wire::{ReplicateAck, ReplicateRequest};
+
+/// How often the stream is re-examined without a wake-up.
+const TICK: Duration = Duration::from_millis(50);
+
+pub struct ReplicatorActor {
+    me: NodeId,
+    peer: NodeId,
+    url: String,
+    stream: PeerStream,
+    delivered: VClock,
+    clock: Addr<ClockActor>,
+    client: PeerClient,
+    epoch: Instant,
+    metrics: KvMetrics,
+    peer_label: String,
+    reachable: bool,
+}
+
+pub struct ReplicatorParts {
+    pub me: NodeId,
+    pub peer: NodeId,
+    pub n: usize,
+    pub url: String,
+    pub config: StreamConfig,
+    pub clock: Addr<ClockActor>,
+    pub signer: Signer,
+    pub timeout: Duration,
+    pub metrics: KvMetrics,
+}
+
+impl ReplicatorActor {
+    pub fn new(p: ReplicatorParts) -> Self {
+        ReplicatorActor {
+            me: p.me,
+            peer: p.peer,
+            url: p.url,
+            stream: PeerStream::new(p.me, p.n, p.config),
+            delivered: VClock::zero(p.n),
+            clock: p.clock,
+            client: PeerClient::new(p.signer, p.me.to_string(), p.timeout),
+            epoch: Instant::now(),
+            metrics: p.metrics,
+            peer_label: p.peer.to_string(),
+            reachable: false,
+        }
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.epoch.elapsed().as_millis() as u64
+    }
+
+    fn update_backlog(&self) {
+        self.metrics
+            .backlog
+            .with_label_values(&[&self.peer_label])
+            .set(self.stream.backlog(&self.delivered) as i64);
+    }
+
+    /// One round: plan, read, send; `finish` records the outcome.
+    fn pump(&mut self, ctx: &mut Context<Self>) {
+        let now = self.now_ms();
+        let Some(plan) = self.stream.plan(now, &self.delivered) else {
+            return;
+        };
+        if plan.drop {
+            self.metrics
+                .batches
+                .with_label_values(&[&self.peer_label, "dropped"])
+                .inc();
+            self.stream.on_failure(now);
+            return;
+        }
+        let read = self.clock.send(ReadBatch { plan });
+        let client = self.client.clone();
+        let url = self.url.clone();
+        let me = self.me;
+        let work = async move {
+            let batch = read.await?;
+            let request = ReplicateRequest {
+                from: me,
+                writes: batch.writes,
+            };
+            let ack: ReplicateAck = client.post(&url, "/peer/replicate", &request).await?;
+            Ok::<_, Error>((ack, request.writes.len(), batch.delivered))
+        };
+        ctx.spawn(
+            work.into_actor(self)
+                .map(|res, act, ctx| act.finish(res, ctx)),
+        );
+    }
+
+    fn finish(&mut self, res: Result<(ReplicateAck, usize, VClock)>, ctx: &mut Context<Self>) {
+        match res {
+            Ok((ack, sent, delivered)) => {
+                self.metrics
+                    .batches
+                    .with_label_values(&[&self.peer_label, "ok"])
+                    .inc();
+                self.metrics
+                    .sent
+                    .with_label_values(&[&self.peer_label])
+                    .inc_by(sent as u64);
+                self.delivered.merge(&delivered);
+                self.stream.on_ack(ack.received, ack.delivered.clone());
+                self.clock.do_send(PeerProgress {
+                    peer: self.peer,
+                    delivered: ack.delivered,
+                });
+                if !self.reachable {
+                    log::info!(
+                        "node {}: peer {} at {} is reachable",
+                        self.me,
+                        self.peer,
+                        self.url
+                    );
+                    self.reachable = true;
+                }
+                self.update_backlog();
+                // More may have accumulated while the request was in flight.
+                self.pump(ctx);
+            }
+            Err(e) => {
+                self.metrics
+                    .batches
+                    .with_label_values(&[&self.peer_label, "error"])
+                    .inc();
+                self.stream.on_failure(self.now_ms());
+                if self.reachable || self.stream.failures() == 1 {
+                    log::warn!(
+                        "node {}: replication to peer {} at {} failed, will retry with backoff: {e}",
+                        self.me,
+                        self.peer,
+                        self.url
+                    );
+                }
+                self.reachable = false;
+            }
+        }
+    }
+}
+
+impl Actor for ReplicatorActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        ctx.set_mailbox_capacity(1024);
+        ctx.run_interval(TICK, |act, ctx| act.pump(ctx));
+    }
+}
+
+impl Handler<Wake> for ReplicatorActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: Wake, ctx: &mut Self::Context) {
+        self.delivered.merge(&msg.delivered);
+        self.update_backlog();
+        self.pump(ctx);
+    }
+}
+
+impl Handler<SetFault> for ReplicatorActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: SetFault, _: &mut Self::Context) {
+        match msg.kind {
+            Some(kind) => {
+                log::info!(
+                    "node {}: injecting fault {kind:?} towards peer {} for {} ms",
+                    self.me,
+                    self.peer,
+                    msg.duration_ms
+                );
+                let until = self.now_ms() + msg.duration_ms;
+                self.stream.set_fault(kind, until);
+            }
+            None => {
+                log::info!(
+                    "node {}: clearing fault towards peer {}",
+                    self.me,
+                    self.peer
+                );
+                self.stream.clear_fault();
+            }
+        }
+    }
+}
+
+impl Handler<GetPeerView> for ReplicatorActor {
+    type Result = MessageResult<GetPeerView>;
+
+    fn handle(&mut self, _: GetPeerView, _: &mut Self::Context) -> Self::Result {
+        MessageResult(PeerView {
+            id: self.peer,
+            url: self.url.clone(),
+            acked: self.stream.acked().clone(),
+            delivered: self.stream.peer_delivered().clone(),
+            backlog: self.stream.backlog(&self.delivered),
+            reachable: self.reachable,
+            failures: self.stream.failures(),
+            fault: self.stream.fault(self.now_ms()),
+        })
+    }
+}

@@ -1,0 +1,152 @@
+//! `StoreActor`: wraps the versioned `Store` and the causal-context waiters.
+//!
+//! It receives writes only from `ClockActor`, in causal order, so what a read
+//! sees here is always a causally consistent cut. Reads and writes that carry
+//! a causal context ahead of the store wait here, bounded by a timeout.
+
+use std::time::Duration;
+
+use actix::prelude::*;
+use tokio::sync::oneshot;
+
+use super::messages::{Apply, Get, GetDone, GetStoreSnapshot, StoreSnapshot};
+use super::metrics::KvMetrics;
+use crate::causal::session::Waiters;
+use crate::causal::{Store, VClock};
+use crate::error::{Error, Result};
+
+pub struct StoreActor {
+    store: Store,
+    waiters: Waiters<oneshot::Sender<()>>,
+    wait_timeout: Duration,
+    metrics: KvMetrics,
+}
+
+impl StoreActor {
+    pub fn new(n: usize, wait_timeout: Duration, max_waiters: usize, metrics: KvMetrics) -> Self {
+        StoreActor {
+            store: Store::new(n),
+            waiters: Waiters::new(max_waiters),
+            wait_timeout,
+            metrics,
+        }
+    }
+
+    /// A future that resolves once `ctx` is applied, or fails after the
+    /// timeout with `Unavailable` (nothing is applied on that path).
+    fn wait_for(&mut self, ctx: Option<VClock>) -> Result<Option<oneshot::Receiver<()>>> {
+        let Some(ctx) = ctx else { return Ok(None) };
+        if ctx.le(self.store.applied()) {
+            return Ok(None);
+        }
+        // Forget waiters whose requests already gave up.
+        self.waiters.retain(|tx| !tx.is_closed());
+        let (tx, rx) = oneshot::channel();
+        self.waiters.wait(ctx, tx)?;
+        Ok(Some(rx))
+    }
+}
+
+impl Actor for StoreActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        ctx.set_mailbox_capacity(1024);
+    }
+}
+
+impl Handler<Apply> for StoreActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: Apply, _: &mut Self::Context) {
+        for write in &msg.writes {
+            self.store.apply(write);
+        }
+        for waiter in self.waiters.release(self.store.applied()) {
+            let _ = waiter.send(());
+        }
+        if let Some(reply) = msg.reply {
+            // The client may have gone; that is not an error here.
+            let _ = reply.send(self.store.applied().clone());
+        }
+    }
+}
+
+/// Waits for a causal context to be applied, bounded by `timeout`. Shared by
+/// the read path here and the write path in `ClockActor`.
+pub async fn await_context(
+    rx: Option<oneshot::Receiver<()>>,
+    timeout: Duration,
+    metrics: &KvMetrics,
+) -> Result<()> {
+    let Some(rx) = rx else { return Ok(()) };
+    match tokio::time::timeout(timeout, rx).await {
+        Ok(Ok(())) => {
+            metrics.context_waits.with_label_values(&["ok"]).inc();
+            Ok(())
+        }
+        Ok(Err(_)) => Err(Error::unavailable("node is shutting down")),
+        Err(_) => {
+            metrics.context_waits.with_label_values(&["timeout"]).inc();
+            Err(Error::unavailable(format!(
+                "timed out after {} ms waiting for this node to deliver the writes in the Causal-Context; retry, or ask another node",
+                timeout.as_millis()
+            )))
+        }
+    }
+}
+
+/// Ask the store to wait for a context (used by `ClockActor` before a put).
+#[derive(Message)]
+#[rtype(result = "Result<()>")]
+pub struct AwaitContext {
+    pub context: VClock,
+}
+
+impl Handler<AwaitContext> for StoreActor {
+    type Result = ResponseFuture<Result<()>>;
+
+    fn handle(&mut self, msg: AwaitContext, _: &mut Self::Context) -> Self::Result {
+        let rx = self.wait_for(Some(msg.context));
+        let timeout = self.wait_timeout;
+        let metrics = self.metrics.clone();
+        Box::pin(async move { await_context(rx?, timeout, &metrics).await })
+    }
+}
+
+impl Handler<Get> for StoreActor {
+    type Result = ResponseActFuture<Self, Result<GetDone>>;
+
+    fn handle(&mut self, msg: Get, _: &mut Self::Context) -> Self::Result {
+        let rx = self.wait_for(msg.context);
+        let timeout = self.wait_timeout;
+        let metrics = self.metrics.clone();
+        let key = msg.key;
+        let wait = async move { await_context(rx?, timeout, &metrics).await };
+        // Read only after the wait, from the state as it is then.
+        Box::pin(wait.into_actor(self).map(move |res, act, _| {
+            res?;
+            Ok(GetDone {
+                version: act.store.get(&key).cloned(),
+                context: act.store.applied().clone(),
+            })
+        }))
+    }
+}
+
+impl Handler<GetStoreSnapshot> for StoreActor {
+    type Result = MessageResult<GetStoreSnapshot>;
+
+    fn handle(&mut self, _: GetStoreSnapshot, _: &mut Self::Context) -> Self::Result {
+        let mut entries: Vec<_> = self
+            .store
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        entries.sort_by(|a, b| a.0.cmp(&b.0));
+        MessageResult(StoreSnapshot {
+            applied: self.store.applied().clone(),
+            entries,
+        })
+    }
+}

@@ -1,0 +1,47 @@
+//! `kv_node`: one node of the causally consistent replicated KV store.
+//!
+//! Configured by environment variables (see `KvConfig` and the README):
+//! `NODE_ID`, `PEERS`, `LISTEN_ADDR`, `DATA_DIR`, `CLUSTER_SECRET`, ...
+//!
+//! `kv_node --health-check` asks the node on `LISTEN_ADDR`'s port for
+//! `/health` and exits 0 if it answers 200 (for container health checks).
+
+use causal_grid::config::{self, KvConfig};
+use causal_grid::http;
+
+fn main() {
+    config::init_logging();
+    if std::env::args().any(|a| a == "--health-check") {
+        let listen = config::var("LISTEN_ADDR").unwrap_or_else(|| "0.0.0.0:5000".into());
+        std::process::exit(match http::probe_health(&listen) {
+            Ok(()) => 0,
+            Err(e) => {
+                eprintln!("unhealthy: {e}");
+                1
+            }
+        });
+    }
+    let config = match KvConfig::from_env() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("kv_node: {e}");
+            std::process::exit(2);
+        }
+    };
+    log::info!("kv_node starting with {config:?}");
+    let result = actix_rt::System::new().block_on(async move {
+        let (running, _node) = http::kv::start(&config, true)?;
+        log::info!(
+            "node {} listening on {} ({} nodes)",
+            config.node_id,
+            running.addr,
+            config.cluster_size()
+        );
+        running.wait().await
+    });
+    if let Err(e) = result {
+        log::error!("kv_node stopped: {e}");
+        std::process::exit(1);
+    }
+    log::info!("kv_node stopped");
+}

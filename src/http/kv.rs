@@ -1,1 +1,0 @@
-//! HTTP layer of the causal KV store.

@@ -1,0 +1,233 @@
+//! HTTP routes of a KV node, grouped by audience.
+//!
+//! | audience | route | handler's one message |
+//! |---|---|---|
+//! | client | `POST /put` | `Put` → `ClockActor` |
+//! | client | `GET /get?key=` | `Get` → `StoreActor` |
+//! | client | `GET /status` | status gathered by `KvNode::status` |
+//! | ops | `GET /health`, `GET /metrics` | — |
+//! | peer (signed) | `POST /peer/replicate` | `Replicate` → `DeliveryBufferActor` |
+//! | admin (signed) | `POST /admin/fault` | `SetFault` → a `ReplicatorActor` |
+//!
+//! Client requests may carry a `Causal-Context` header; answers to `/put` and
+//! `/get` always carry one.
+
+pub mod client;
+pub mod wire;
+
+use actix_web::http::header::{HeaderName, HeaderValue};
+use actix_web::{web, HttpRequest, HttpResponse, HttpServer, ResponseError};
+
+use self::wire::{
+    FaultRequest, GetQuery, GetResponse, Limits, PutRequest, PutResponse, ReplicateAck,
+    ReplicateRequest, CAUSAL_CONTEXT,
+};
+use crate::actors::kv::messages::{Get, Put, Replicate};
+use crate::actors::kv::KvNode;
+use crate::auth::Signer;
+use crate::causal::session::parse_context;
+use crate::causal::VClock;
+use crate::config::KvConfig;
+use crate::error::{Error, Result};
+use crate::http::auth::PeerAuth;
+use crate::http::error::{json_config, method_not_allowed, not_found, query_config, read_body};
+use crate::http::{health, metrics_endpoint, spawn_server, RecordHttp, Running};
+
+/// Largest peer request body: a full batch of escaped writes.
+const PEER_BODY_LIMIT: usize = 64 * 1024 * 1024;
+
+/// Registers the routes. The caller provides `web::Data<KvNode>`,
+/// `web::Data<PeerAuth>`, `web::Data<Limits>` and `web::Data<Registry>`.
+pub fn configure(cfg: &mut web::ServiceConfig, limits: Limits) {
+    cfg.app_data(json_config(limits.put_body_limit()))
+        .app_data(query_config())
+        .service(
+            web::resource("/put")
+                .route(web::post().to(put))
+                .default_service(web::to(method_not_allowed)),
+        )
+        .service(
+            web::resource("/get")
+                .route(web::get().to(get))
+                .default_service(web::to(method_not_allowed)),
+        )
+        .service(
+            web::resource("/status")
+                .route(web::get().to(status))
+                .default_service(web::to(method_not_allowed)),
+        )
+        .service(
+            web::resource("/health")
+                .route(web::get().to(health))
+                .default_service(web::to(method_not_allowed)),
+        )
+        .service(
+            web::resource("/metrics")
+                .route(web::get().to(metrics_endpoint))
+                .default_service(web::to(method_not_allowed)),
+        )
+        .service(
+            web::resource("/peer/replicate")
+                .route(web::post().to(replicate))
+                .default_service(web::to(method_not_allowed)),
+        )
+        .service(
+            web::resource("/admin/fault")
+                .route(web::post().to(fault))
+                .default_service(web::to(method_not_allowed)),
+        )
+        .default_service(web::to(not_found));
+}
+
+/// Starts a node: its actors and its HTTP server on `config.listen_addr`.
+/// Must run inside an actix system. `signals`: let the server handle
+/// SIGINT/SIGTERM itself (false when several services share a process).
+pub fn start(config: &KvConfig, signals: bool) -> Result<(Running, KvNode)> {
+    std::fs::create_dir_all(&config.data_dir).map_err(|e| {
+        Error::config(format!(
+            "DATA_DIR {} cannot be created: {e}",
+            config.data_dir.display()
+        ))
+    })?;
+    let node = KvNode::start(config)?;
+    let auth = web::Data::new(PeerAuth::new(Signer::new(&config.cluster_secret)?));
+    let limits = Limits {
+        max_key_bytes: config.max_key_bytes,
+        max_value_bytes: config.max_value_bytes,
+    };
+    let data = web::Data::new(node.clone());
+    let registry = web::Data::new(node.registry.clone());
+    let record = RecordHttp(node.metrics.http.clone());
+    let server = HttpServer::new(move || {
+        actix_web::App::new()
+            .wrap(record.clone())
+            .app_data(data.clone())
+            .app_data(auth.clone())
+            .app_data(registry.clone())
+            .app_data(web::Data::new(limits))
+            .configure(|cfg| configure(cfg, limits))
+    });
+    let running = spawn_server(server, &config.listen_addr, signals)?;
+    Ok((running, node))
+}
+
+/// The `Causal-Context` of a request, if any, validated for this cluster.
+fn request_context(req: &HttpRequest, n: usize) -> Result<Option<VClock>> {
+    match req.headers().get(CAUSAL_CONTEXT) {
+        None => Ok(None),
+        Some(raw) => {
+            let raw = raw
+                .to_str()
+                .map_err(|_| Error::invalid("Causal-Context header is not ASCII"))?;
+            parse_context(raw, n).map(Some)
+        }
+    }
+}
+
+fn with_context(mut resp: HttpResponse, context: &VClock) -> HttpResponse {
+    if let Ok(value) = HeaderValue::from_str(&context.to_string()) {
+        resp.headers_mut()
+            .insert(HeaderName::from_static("causal-context"), value);
+    }
+    resp
+}
+
+async fn put(
+    req: HttpRequest,
+    body: web::Json<PutRequest>,
+    node: web::Data<KvNode>,
+    limits: web::Data<Limits>,
+) -> Result<HttpResponse> {
+    let context = request_context(&req, node.cluster_size)?;
+    limits.check_put(&body)?;
+    let PutRequest { key, value } = body.into_inner();
+    let done = node
+        .clock
+        .send(Put {
+            key,
+            value,
+            context,
+        })
+        .await??;
+    let resp = HttpResponse::Ok().json(PutResponse {
+        key: done.write.key,
+        value: done.write.value,
+        vc: done.write.vc,
+        node: node.id,
+    });
+    Ok(with_context(resp, &done.context))
+}
+
+async fn get(
+    req: HttpRequest,
+    query: web::Query<GetQuery>,
+    node: web::Data<KvNode>,
+    limits: web::Data<Limits>,
+) -> Result<HttpResponse> {
+    let context = request_context(&req, node.cluster_size)?;
+    limits.check_key(&query.key)?;
+    let key = query.into_inner().key;
+    let done = node
+        .store
+        .send(Get {
+            key: key.clone(),
+            context,
+        })
+        .await??;
+    let resp = match done.version {
+        Some(v) => HttpResponse::Ok().json(GetResponse {
+            key,
+            value: v.value,
+            vc: v.vc,
+        }),
+        None => Error::NotFound(format!("key {key:?} not found")).error_response(),
+    };
+    Ok(with_context(resp, &done.context))
+}
+
+async fn status(node: web::Data<KvNode>) -> Result<HttpResponse> {
+    Ok(HttpResponse::Ok().json(node.status().await?))
+}
+
+async fn replicate(
+    req: HttpRequest,
+    payload: web::Payload,
+    node: web::Data<KvNode>,
+    auth: web::Data<PeerAuth>,
+) -> Result<HttpResponse> {
+    let body = read_body(payload, PEER_BODY_LIMIT).await?;
+    let sender = auth.verify(&req, &body)?;
+    let batch: ReplicateRequest = serde_json::from_slice(&body)
+        .map_err(|e| Error::invalid(format!("invalid replication batch: {e}")))?;
+    if sender != batch.from.to_string() {
+        return Err(Error::Unauthorized(format!(
+            "signed by {sender:?} but claims to be node {}",
+            batch.from
+        )));
+    }
+    let ack = node
+        .buffer
+        .send(Replicate {
+            from: batch.from,
+            writes: batch.writes,
+        })
+        .await??;
+    Ok(HttpResponse::Ok().json(ReplicateAck {
+        received: ack.received,
+        delivered: ack.delivered,
+    }))
+}
+
+async fn fault(
+    req: HttpRequest,
+    payload: web::Payload,
+    node: web::Data<KvNode>,
+    auth: web::Data<PeerAuth>,
+) -> Result<HttpResponse> {
+    let body = read_body(payload, 64 * 1024).await?;
+    auth.verify(&req, &body)?;
+    let request: FaultRequest = serde_json::from_slice(&body)
+        .map_err(|e| Error::invalid(format!("invalid fault request: {e}")))?;
+    node.set_fault(request.clone()).await?;
+    Ok(HttpResponse::Ok().json(request))
+}
