@@ -115,3 +115,11 @@ impl Handler<GetBufferView> for DeliveryBufferActor {
         })
     }
 }
+
+impl Handler<super::messages::Stop> for DeliveryBufferActor {
+    type Result = ();
+
+    fn handle(&mut self, _: super::messages::Stop, ctx: &mut Self::Context) {
+        ctx.stop();
+    }
+}
