@@ -52,7 +52,7 @@ async fn delayed_link_reorders_delivery_but_never_causal_order() {
     })
     .await;
     assert!(
-        held.store.get("x").is_none(),
+        !held.store.contains_key("x"),
         "x visible too early: {:?}",
         held.store
     );
@@ -253,7 +253,8 @@ async fn bad_inputs_get_json_errors_and_change_nothing() {
     let before = cluster.status(0).await;
     let http = awc::Client::default();
     let url = cluster.url(0);
-    let cases: Vec<(&str, &str, Option<(&str, &str)>, &str, u16)> = vec![
+    type Case<'a> = (&'a str, &'a str, Option<(&'a str, &'a str)>, &'a str, u16);
+    let cases: Vec<Case> = vec![
         ("POST", "/put", None, "not json", 400),
         ("POST", "/put", None, r#"{"value":"1"}"#, 400),
         ("POST", "/put", None, r#"{"key":"","value":"1"}"#, 400),
