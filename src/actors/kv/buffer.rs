@@ -70,6 +70,14 @@ impl Handler<Replicate> for DeliveryBufferActor {
                 )));
                 continue;
             }
+            log::debug!(
+                "node {}: offered {}:{} vc {} from {from}; delivered {}",
+                self.me,
+                write.origin,
+                write.seq,
+                write.vc,
+                self.buffer.delivered()
+            );
             match self.buffer.offer(write, &mut ready) {
                 Ok(Offered::Duplicate) => self.metrics.duplicates.inc(),
                 Ok(_) => {}
