@@ -82,18 +82,40 @@ where
     S::Future: 'static,
     B: actix_web::body::MessageBody + 'static,
 {
+    let listener = std::net::TcpListener::bind(listen)
+        .map_err(|e| Error::config(format!("cannot listen on {listen}: {e}")))?;
+    spawn_server_on(server, listener, signals)
+}
+
+/// Like `spawn_server`, on a listener bound beforehand (tests bind
+/// `127.0.0.1:0` first so that every node knows every port before any
+/// starts).
+pub fn spawn_server_on<F, I, S, B>(
+    server: actix_web::HttpServer<F, I, S, B>,
+    listener: std::net::TcpListener,
+    signals: bool,
+) -> Result<Running>
+where
+    F: Fn() -> I + Send + Clone + 'static,
+    I: actix_service::IntoServiceFactory<S, actix_http::Request>,
+    S: actix_web::dev::ServiceFactory<actix_http::Request, Config = actix_web::dev::AppConfig>
+        + 'static,
+    S::Error: Into<actix_web::Error> + 'static,
+    S::InitError: std::fmt::Debug,
+    S::Response: Into<actix_http::Response<B>> + 'static,
+    S::Future: 'static,
+    B: actix_web::body::MessageBody + 'static,
+{
     let mut server = server.shutdown_timeout(10);
     if !signals {
         server = server.disable_signals();
     }
+    let addr = listener
+        .local_addr()
+        .map_err(|e| Error::config(format!("listener has no address: {e}")))?;
     let server = server
-        .bind(listen)
-        .map_err(|e| Error::config(format!("cannot listen on {listen}: {e}")))?;
-    let addr = server
-        .addrs()
-        .first()
-        .copied()
-        .ok_or_else(|| Error::config(format!("no address bound for {listen}")))?;
+        .listen(listener)
+        .map_err(|e| Error::config(format!("cannot listen on {addr}: {e}")))?;
     let server = server.run();
     let handle = server.handle();
     let task = actix_rt::spawn(server);

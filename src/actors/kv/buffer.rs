@@ -70,6 +70,14 @@ impl Handler<Replicate> for DeliveryBufferActor {
                 )));
                 continue;
             }
+            log::debug!(
+                "node {}: offered {}:{} vc {} from {from}; delivered {}",
+                self.me,
+                write.origin,
+                write.seq,
+                write.vc,
+                self.buffer.delivered()
+            );
             match self.buffer.offer(write, &mut ready) {
                 Ok(Offered::Duplicate) => self.metrics.duplicates.inc(),
                 Ok(_) => {}
@@ -113,5 +121,13 @@ impl Handler<GetBufferView> for DeliveryBufferActor {
             buffered: self.buffer.len(),
             delivered: self.buffer.delivered().clone(),
         })
+    }
+}
+
+impl Handler<super::messages::Stop> for DeliveryBufferActor {
+    type Result = ();
+
+    fn handle(&mut self, _: super::messages::Stop, ctx: &mut Self::Context) {
+        ctx.stop();
     }
 }

@@ -262,3 +262,11 @@ impl Handler<GetClockView> for ClockActor {
         })
     }
 }
+
+impl Handler<super::messages::Stop> for ClockActor {
+    type Result = ();
+
+    fn handle(&mut self, _: super::messages::Stop, ctx: &mut Self::Context) {
+        ctx.stop();
+    }
+}

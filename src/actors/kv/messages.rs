@@ -188,3 +188,9 @@ pub struct ClockView {
     pub delivered: VClock,
     pub log_entries: usize,
 }
+
+/// Stop the actor. Sent by `KvNode::shutdown` to every actor of a node when
+/// the node stops (so replicators stop retrying towards their peers).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Stop;

@@ -171,6 +171,16 @@ impl KvNode {
         })
     }
 
+    /// Stops every actor of the node (after its HTTP server has stopped).
+    pub fn shutdown(&self) {
+        for r in self.replicators.iter().flatten() {
+            r.do_send(messages::Stop);
+        }
+        self.buffer.do_send(messages::Stop);
+        self.clock.do_send(messages::Stop);
+        self.store.do_send(messages::Stop);
+    }
+
     /// Injects (or clears) a replication fault towards one peer.
     pub async fn set_fault(&self, req: FaultRequest) -> Result<()> {
         let replicator = self

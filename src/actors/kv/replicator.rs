@@ -223,3 +223,11 @@ impl Handler<GetPeerView> for ReplicatorActor {
         })
     }
 }
+
+impl Handler<super::messages::Stop> for ReplicatorActor {
+    type Result = ();
+
+    fn handle(&mut self, _: super::messages::Stop, ctx: &mut Self::Context) {
+        ctx.stop();
+    }
+}

@@ -150,3 +150,11 @@ impl Handler<GetStoreSnapshot> for StoreActor {
         })
     }
 }
+
+impl Handler<super::messages::Stop> for StoreActor {
+    type Result = ();
+
+    fn handle(&mut self, _: super::messages::Stop, ctx: &mut Self::Context) {
+        ctx.stop();
+    }
+}

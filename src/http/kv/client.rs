@@ -1,4 +1,5 @@
-//! Signed HTTP client for peer and admin routes.
+//! HTTP clients: signed peer and admin requests (`PeerClient`) and the
+//! client API (`KvClient`).
 //!
 //! `awc::Client` is not `Send`: create one `PeerClient` per actor or task
 //! and reuse it; never one per request.
@@ -9,8 +10,10 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::auth::{self, Signer};
+use crate::causal::VClock;
 use crate::error::{Error, Result};
 use crate::http::error::ErrorBody;
+use crate::http::kv::wire::{PutRequest, StatusResponse, CAUSAL_CONTEXT};
 
 #[derive(Clone)]
 pub struct PeerClient {
@@ -78,5 +81,106 @@ impl PeerClient {
             503 => Error::Unavailable(msg),
             _ => Error::Internal(format!("{url}: {status}: {msg}")),
         })
+    }
+}
+
+/// Client of the KV client API (`/put`, `/get`, `/status`), used by
+/// `causal_demo`, the benchmarks and the tests.
+#[derive(Clone)]
+pub struct KvClient {
+    client: awc::Client,
+}
+
+/// An answer from the client API: status, JSON body, causal context.
+#[derive(Debug, Clone)]
+pub struct KvAnswer {
+    pub status: u16,
+    pub body: serde_json::Value,
+    pub context: Option<VClock>,
+}
+
+impl KvClient {
+    pub fn new(timeout: Duration) -> Self {
+        KvClient {
+            client: awc::Client::builder()
+                .timeout(timeout)
+                .disable_redirects()
+                .finish(),
+        }
+    }
+
+    async fn answer<S>(
+        url: &str,
+        resp: std::result::Result<awc::ClientResponse<S>, awc::error::SendRequestError>,
+    ) -> Result<KvAnswer>
+    where
+        S: futures_util::Stream<
+                Item = std::result::Result<actix_web::web::Bytes, actix_http::error::PayloadError>,
+            > + Unpin,
+    {
+        let mut resp = resp.map_err(|e| Error::unavailable(format!("{url}: {e}")))?;
+        let context = resp
+            .headers()
+            .get(CAUSAL_CONTEXT)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse().ok());
+        let bytes = resp
+            .body()
+            .limit(256 * 1024 * 1024)
+            .await
+            .map_err(|e| Error::unavailable(format!("{url}: reading answer: {e}")))?;
+        let body = serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null);
+        Ok(KvAnswer {
+            status: resp.status().as_u16(),
+            body,
+            context,
+        })
+    }
+
+    /// `POST /put`, optionally with a causal context.
+    pub async fn put(
+        &self,
+        base: &str,
+        key: &str,
+        value: &str,
+        context: Option<&VClock>,
+    ) -> Result<KvAnswer> {
+        let url = format!("{}/put", base.trim_end_matches('/'));
+        let mut req = self.client.post(&url);
+        if let Some(ctx) = context {
+            req = req.insert_header((CAUSAL_CONTEXT, ctx.to_string()));
+        }
+        let resp = req.send_json(&PutRequest {
+            key: key.to_string(),
+            value: value.to_string(),
+        });
+        Self::answer(&url, resp.await).await
+    }
+
+    /// `GET /get?key=`, optionally with a causal context.
+    pub async fn get(&self, base: &str, key: &str, context: Option<&VClock>) -> Result<KvAnswer> {
+        let url = format!("{}/get", base.trim_end_matches('/'));
+        let mut req = self
+            .client
+            .get(&url)
+            .query(&[("key", key)])
+            .map_err(|e| Error::invalid(format!("bad key for a query string: {e}")))?;
+        if let Some(ctx) = context {
+            req = req.insert_header((CAUSAL_CONTEXT, ctx.to_string()));
+        }
+        Self::answer(&url, req.send().await).await
+    }
+
+    /// `GET /status`, decoded.
+    pub async fn status(&self, base: &str) -> Result<StatusResponse> {
+        let url = format!("{}/status", base.trim_end_matches('/'));
+        let answer = Self::answer(&url, self.client.get(&url).send().await).await?;
+        if answer.status != 200 {
+            return Err(Error::unavailable(format!(
+                "{url}: status {}",
+                answer.status
+            )));
+        }
+        serde_json::from_value(answer.body).map_err(|e| Error::internal(format!("{url}: {e}")))
     }
 }

@@ -13,6 +13,7 @@
 //! `/get` always carry one.
 
 pub mod client;
+pub mod inspect;
 pub mod wire;
 
 use actix_web::http::header::{HeaderName, HeaderValue};
@@ -31,7 +32,7 @@ use crate::config::KvConfig;
 use crate::error::{Error, Result};
 use crate::http::auth::PeerAuth;
 use crate::http::error::{json_config, method_not_allowed, not_found, query_config, read_body};
-use crate::http::{health, metrics_endpoint, spawn_server, RecordHttp, Running};
+use crate::http::{health, metrics_endpoint, spawn_server_on, RecordHttp, Running};
 
 /// Largest peer request body: a full batch of escaped writes.
 const PEER_BODY_LIMIT: usize = 64 * 1024 * 1024;
@@ -83,6 +84,21 @@ pub fn configure(cfg: &mut web::ServiceConfig, limits: Limits) {
 /// Must run inside an actix system. `signals`: let the server handle
 /// SIGINT/SIGTERM itself (false when several services share a process).
 pub fn start(config: &KvConfig, signals: bool) -> Result<(Running, KvNode)> {
+    let listener = std::net::TcpListener::bind(&config.listen_addr).map_err(|e| {
+        Error::config(format!(
+            "cannot listen on LISTEN_ADDR={}: {e}",
+            config.listen_addr
+        ))
+    })?;
+    start_on(config, listener, signals)
+}
+
+/// Like `start`, on a listener bound beforehand.
+pub fn start_on(
+    config: &KvConfig,
+    listener: std::net::TcpListener,
+    signals: bool,
+) -> Result<(Running, KvNode)> {
     std::fs::create_dir_all(&config.data_dir).map_err(|e| {
         Error::config(format!(
             "DATA_DIR {} cannot be created: {e}",
@@ -107,7 +123,7 @@ pub fn start(config: &KvConfig, signals: bool) -> Result<(Running, KvNode)> {
             .app_data(web::Data::new(limits))
             .configure(|cfg| configure(cfg, limits))
     });
-    let running = spawn_server(server, &config.listen_addr, signals)?;
+    let running = spawn_server_on(server, listener, signals)?;
     Ok((running, node))
 }
 
