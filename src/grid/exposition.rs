@@ -193,6 +193,8 @@ pub struct LoadSample {
     pub capacity_w: f64,
     /// Active sessions, if exported.
     pub sessions: Option<f64>,
+    /// Sessions admitted since start (`substation_sessions_started_total`), if exported.
+    pub started: Option<u64>,
 }
 
 impl LoadSample {
@@ -215,6 +217,9 @@ impl LoadSample {
             power_w: power.value,
             capacity_w: capacity.value,
             sessions: find("substation_sessions_active").map(|s| s.value),
+            started: find("substation_sessions_started_total")
+                .filter(|s| s.value.is_finite() && s.value >= 0.0)
+                .map(|s| s.value as u64),
         })
     }
 }
@@ -260,6 +265,7 @@ http_requests_total{route="/charge",status="200"} 3
         assert_eq!(l.power_w, 150_000.0);
         assert_eq!(l.capacity_w, 400_000.0);
         assert_eq!(l.sessions, None);
+        assert_eq!(l.started, None);
     }
 
     #[test]

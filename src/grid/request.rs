@@ -108,6 +108,11 @@ pub struct ChargeGranted {
     pub energy_kwh: f64,
     /// Real seconds until the session ends and frees its power.
     pub ends_in_s: f64,
+    /// The substation's admission sequence number (its
+    /// `substation_sessions_started_total` right after this admission), so
+    /// the balancer can tell exactly whether a poll already counted it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seq: Option<u64>,
 }
 
 #[cfg(test)]

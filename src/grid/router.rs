@@ -78,6 +78,7 @@ struct Tracked {
     end: f64,
     power_w: f64,
     dispatched_at: f64,
+    seq: Option<u64>,
 }
 
 impl PartialEq for Tracked {
@@ -103,6 +104,20 @@ struct Observed {
     power_w: f64,
     capacity_w: f64,
     at: f64,
+    started: Option<u64>,
+}
+
+impl Observed {
+    /// Whether a session dispatched at `dispatched_at` with admission number
+    /// `seq` is already counted in this sample. Exact when both sides report
+    /// sequence numbers; otherwise by time (ambiguous only for requests in
+    /// flight while the scrape was taken).
+    fn counts(&self, dispatched_at: f64, seq: Option<u64>) -> bool {
+        match (seq, self.started) {
+            (Some(q), Some(s)) => q <= s,
+            _ => dispatched_at < self.at,
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -246,26 +261,28 @@ impl Router {
         }
         v.advance(now);
         v.ended.retain(|t| t.end > at);
-        // Dispatched after the scrape was sent: not in the sample.
+        let obs = Observed {
+            power_w: sample.power_w,
+            capacity_w: sample.capacity_w,
+            at,
+            started: sample.started,
+        };
+        // Live but not in the sample: add.
         let added: f64 = v
             .live
             .iter()
-            .filter(|t| t.dispatched_at >= at)
+            .filter(|t| !obs.counts(t.dispatched_at, t.seq))
             .map(|t| t.power_w)
             .sum();
         // In the sample but ended since: subtract.
         let gone: f64 = v
             .ended
             .iter()
-            .filter(|t| t.dispatched_at < at)
+            .filter(|t| obs.counts(t.dispatched_at, t.seq))
             .map(|t| t.power_w)
             .sum();
         v.delta_w = added - gone;
-        v.sample = Some(Observed {
-            power_w: sample.power_w,
-            capacity_w: sample.capacity_w,
-            at,
-        });
+        v.sample = Some(obs);
         v.healthy = true;
     }
 
@@ -316,16 +333,22 @@ impl Router {
         v
     }
 
-    /// The substation admitted the session; it ends `ends_in_s` after `now`.
-    pub fn confirm(&mut self, ticket: &Ticket, ends_in_s: f64, now: f64) {
+    /// The substation admitted the session (admission number `seq`, if it
+    /// reports one); it ends `ends_in_s` after `now`.
+    pub fn confirm(&mut self, ticket: &Ticket, ends_in_s: f64, seq: Option<u64>, now: f64) {
         let track = self.cfg.track_ends;
         let v = self.release(ticket);
-        v.delta_w += ticket.power_w;
+        // A poll that raced with this request may already include it.
+        let in_sample = v.sample.is_some_and(|s| s.counts(ticket.at, seq));
+        if !in_sample {
+            v.delta_w += ticket.power_w;
+        }
         if track {
             v.live.push(Tracked {
                 end: now + ends_in_s.max(0.0),
                 power_w: ticket.power_w,
                 dispatched_at: ticket.at,
+                seq,
             });
         }
     }
@@ -390,6 +413,7 @@ mod tests {
             power_w,
             capacity_w,
             sessions: None,
+            started: None,
         }
     }
 
@@ -426,7 +450,7 @@ mod tests {
             let now = 1.0 + k as f64 * 0.001;
             let t = r.reserve(10_000.0, &[], now).unwrap();
             counts[t.index] += 1;
-            r.confirm(&t, 1000.0, now);
+            r.confirm(&t, 1000.0, None, now);
         }
         // 60 sessions of 10 kW fill to a common utilisation u: free share is
         // proportional, 600 kW over 1400 total. Each within one request of it.
@@ -445,7 +469,7 @@ mod tests {
     fn ends_free_estimated_power_and_polls_do_not_double_count() {
         let mut r = router(&[100_000.0]);
         let t = r.reserve(50_000.0, &[], 1.0).unwrap();
-        r.confirm(&t, 10.0, 1.0);
+        r.confirm(&t, 10.0, None, 1.0);
         assert_eq!(r.estimated_utilization(0), Some(0.5));
         // A poll sent after the dispatch sees the session: no double count.
         r.observe(0, &sample(50_000.0, 100_000.0), 2.0, 2.0);
@@ -457,6 +481,28 @@ mod tests {
         // A late poll taken before the end still sees it, and it has ended since.
         r.observe(0, &sample(50_000.0, 100_000.0), 10.0, 11.6);
         r.status(11.6);
+        assert_eq!(r.estimated_utilization(0), Some(0.0));
+    }
+
+    #[test]
+    fn sequence_numbers_settle_races_with_a_poll() {
+        let mut r = router(&[100_000.0]);
+        // Reserved at 2.0, a poll sent at 1.9 answered after the substation
+        // admitted it as its 1st session: the sample counts it already.
+        let t = r.reserve(40_000.0, &[], 2.0).unwrap();
+        let polled = LoadSample {
+            started: Some(1),
+            ..sample(40_000.0, 100_000.0)
+        };
+        r.observe(0, &polled, 1.9, 2.05);
+        r.confirm(&t, 100.0, Some(1), 2.1);
+        r.status(2.1);
+        assert_eq!(r.estimated_utilization(0), Some(0.4));
+        // The next poll counts it too; and when it ends it is subtracted once.
+        r.observe(0, &polled, 3.0, 3.0);
+        r.status(3.0);
+        assert_eq!(r.estimated_utilization(0), Some(0.4));
+        r.status(102.2);
         assert_eq!(r.estimated_utilization(0), Some(0.0));
     }
 
@@ -533,7 +579,7 @@ mod tests {
                     let used: f64 = truth[t.index].iter().map(|x| x.1).sum();
                     prop_assert!(used + p <= caps[t.index] * (1.0 + 1e-6));
                     truth[t.index].push((now + dur, p));
-                    r.confirm(&t, dur, now);
+                    r.confirm(&t, dur, None, now);
                 } else {
                     for (i, c) in caps.iter().enumerate() {
                         let used: f64 = truth[i].iter().map(|x| x.1).sum();

@@ -178,6 +178,7 @@ pub fn run(policy: Policy, cfg: &SimConfig) -> SimResult {
                     power_w: *s as f64 * SESSION_W,
                     capacity_w,
                     sessions: None,
+                    started: None,
                 };
                 router.observe(i, &sample, at, at);
             }
@@ -224,7 +225,7 @@ pub fn run(policy: Policy, cfg: &SimConfig) -> SimResult {
                 while let Some(ticket) = router.reserve(SESSION_W, &exclude, t) {
                     if truth.used(ticket.index) < bays {
                         truth.ends[ticket.index].push(std::cmp::Reverse(end));
-                        router.confirm(&ticket, duration, t);
+                        router.confirm(&ticket, duration, None, t);
                         ok = true;
                         break;
                     }

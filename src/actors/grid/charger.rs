@@ -85,6 +85,7 @@ impl Handler<StartCharge> for ChargerActor {
                     power_kw: msg.0.power_kw,
                     energy_kwh: msg.0.energy_kwh,
                     ends_in_s: a.ends_in_s,
+                    seq: Some(a.seq),
                 })
             }
             Err(refusal) => {

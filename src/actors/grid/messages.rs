@@ -70,7 +70,7 @@ pub struct Reserve {
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Settlement {
     /// Admitted; the session ends after this many seconds.
-    Admitted { ends_in_s: f64 },
+    Admitted { ends_in_s: f64, seq: Option<u64> },
     /// The substation answered 503.
     Refused,
     /// Connection failed or timed out.

@@ -167,7 +167,9 @@ impl Handler<Settle> for RouterActor {
     fn handle(&mut self, msg: Settle, _: &mut Self::Context) {
         let now = self.now();
         match msg.outcome {
-            Settlement::Admitted { ends_in_s } => self.router.confirm(&msg.ticket, ends_in_s, now),
+            Settlement::Admitted { ends_in_s, seq } => {
+                self.router.confirm(&msg.ticket, ends_in_s, seq, now)
+            }
             Settlement::Refused => self.router.refused(&msg.ticket),
             Settlement::Unreachable => self.router.unreachable(&msg.ticket),
             Settlement::Abandoned => self.router.abandoned(&msg.ticket),
@@ -233,6 +235,7 @@ impl Handler<Route> for RouterActor {
                 let outcome = match &forwarded {
                     Forwarded::Granted(g) => Settlement::Admitted {
                         ends_in_s: g.ends_in_s,
+                        seq: g.seq,
                     },
                     Forwarded::Refused(_) => Settlement::Refused,
                     Forwarded::Unreachable(_) | Forwarded::Timeout => Settlement::Unreachable,
