@@ -11,7 +11,7 @@ use actix::{Actor, AsyncContext, Context, Handler};
 use super::messages::{RefreshMetrics, StartCharge};
 use super::metrics::SubstationMetrics;
 use crate::error::{Error, Result};
-use crate::grid::{ChargeGranted, Charger};
+use crate::grid::{ChargeGranted, Charger, Refusal};
 
 const TICK: Duration = Duration::from_millis(50);
 
@@ -30,6 +30,11 @@ impl ChargerActor {
     /// A substation `id` with `capacity_w` watts and `time_scale`.
     pub fn new(id: String, capacity_w: f64, time_scale: f64, metrics: SubstationMetrics) -> Self {
         metrics.capacity.set(capacity_w);
+        // Export the refusal series at zero from the start, so dashboards and
+        // rate() see it before the first refusal.
+        metrics
+            .rejected
+            .with_label_values(&[Refusal::Capacity.label()]);
         ChargerActor {
             id,
             charger: Charger::new(capacity_w, time_scale),
