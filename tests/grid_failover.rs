@@ -4,7 +4,6 @@
 mod grid_support;
 
 use grid_support::*;
-use serde_json::Value;
 
 #[actix_rt::test]
 async fn stopped_substation_costs_no_request_and_returns() {
@@ -42,7 +41,7 @@ async fn stopped_substation_costs_no_request_and_returns() {
     assert!(again.iter().all(|a| a.0 == 200), "{again:?}");
     let to_victim = again
         .iter()
-        .filter(|a| a.2["substation"] == Value::from("sub0"))
+        .filter(|a| a.2["substation"] == "sub0")
         .count();
     assert!(to_victim > 0, "{again:?}");
 }
