@@ -39,9 +39,6 @@ async fn stopped_substation_costs_no_request_and_returns() {
     await_all_healthy(&client, &lb.url(), 3).await;
     let again = burst(&client, &target, charge(5.0, 50.0), 10, 2).await;
     assert!(again.iter().all(|a| a.0 == 200), "{again:?}");
-    let to_victim = again
-        .iter()
-        .filter(|a| a.2["substation"] == "sub0")
-        .count();
+    let to_victim = again.iter().filter(|a| a.2["substation"] == "sub0").count();
     assert!(to_victim > 0, "{again:?}");
 }
