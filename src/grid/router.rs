@@ -14,8 +14,9 @@
 //!
 //! Substations answer a grant with `ends_in_s`, so the router knows when each
 //! of its sessions frees its power. It routes to the lowest estimated
-//! utilisation (power / capacity, so unequal substations fill in proportion)
-//! among healthy substations whose estimate leaves room for the request,
+//! utilisation after admitting the request ((estimate + request) / capacity,
+//! so unequal substations fill in proportion and a large session goes where
+//! it raises utilisation least) among healthy substations whose estimate leaves room for the request,
 //! breaking near-ties (within `tie_epsilon`) uniformly at random.
 //!
 //! Protocol with the caller (the `RouterActor`): `reserve` picks a substation
@@ -302,7 +303,10 @@ impl Router {
             if !v.healthy || exclude.contains(&i) || !v.fits(power_w) {
                 continue;
             }
-            if let Some(u) = v.utilization() {
+            // Rank by utilisation after admitting this request: a large
+            // session on a small substation raises it more than on a big one.
+            if let (Some(est), Some(s)) = (v.estimate_w(), v.sample) {
+                let u = (est + power_w) / s.capacity_w;
                 best = best.min(u);
                 self.scratch.push((i, u));
             }
@@ -548,12 +552,13 @@ mod tests {
                 Some(t) => {
                     prop_assert!(healthy[t.index]);
                     prop_assert!(loads[t.index] * caps[t.index] + power <= caps[t.index] * (1.0 + 1e-9));
-                    // Lowest utilisation within the tie band.
+                    // Lowest utilisation after admission, within the tie band.
+                    let after = |i: usize| loads[i] + power / caps[i];
                     let best = (0..caps.len())
                         .filter(|&i| healthy[i] && loads[i] * caps[i] + power <= caps[i])
-                        .map(|i| loads[i])
+                        .map(after)
                         .fold(f64::INFINITY, f64::min);
-                    prop_assert!(loads[t.index] <= best + 0.02 + 1e-9);
+                    prop_assert!(after(t.index) <= best + 0.02 + 1e-9);
                 }
                 None => prop_assert!(!can_admit),
             }
