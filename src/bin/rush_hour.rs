@@ -313,7 +313,7 @@ async fn main() {
     let may_issue = {
         let issued = issued.clone();
         move || {
-            let within_count = total_requests.map_or(true, |n| issued.get() < n);
+            let within_count = total_requests.is_none_or(|n| issued.get() < n);
             within_count && t0.elapsed().as_secs_f64() < duration
         }
     };
