@@ -28,26 +28,7 @@ pub const MAX_BODY_BYTES: usize = 4096;
 /// Binaries call this after `start(cfg, true)`; the server also reacts to
 /// the signal itself, and a second stop is harmless.
 pub async fn wait_for_shutdown(running: Running) {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
-                    _ = term.recv() => {}
-                }
-            }
-            Err(e) => {
-                log::warn!("cannot listen for SIGTERM: {e}");
-                let _ = tokio::signal::ctrl_c().await;
-            }
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
-    }
+    crate::http::shutdown_signal().await;
     log::info!("shutting down");
     running.stop().await;
 }
