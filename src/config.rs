@@ -110,6 +110,25 @@ impl std::fmt::Debug for KvConfig {
 }
 
 impl KvConfig {
+    /// A configuration with every optional setting at its default.
+    pub fn new(node_id: usize, peers: Vec<String>, cluster_secret: String) -> Self {
+        KvConfig {
+            node_id,
+            peers,
+            listen_addr: "0.0.0.0:5000".into(),
+            data_dir: std::path::PathBuf::from(format!("data/node{node_id}")),
+            cluster_secret,
+            max_key_bytes: 1024,
+            max_value_bytes: 1024 * 1024,
+            causal_wait_timeout_ms: 5_000,
+            buffer_capacity: 100_000,
+            max_log_entries: 1_000_000,
+            replication_batch: 512,
+            peer_timeout_ms: 2_000,
+            relay_after_ms: 1_000,
+        }
+    }
+
     pub fn from_env() -> Result<Self> {
         let node_id: usize = required("NODE_ID")?;
         let peers = parse_peers(&required::<String>("PEERS")?)?;
@@ -118,23 +137,19 @@ impl KvConfig {
                 "CLUSTER_SECRET is required: set the same secret on every node (it authenticates node-to-node traffic)",
             )
         })?;
+        let d = KvConfig::new(node_id, peers, cluster_secret);
         let config = KvConfig {
-            node_id,
-            peers,
-            listen_addr: parse_or("LISTEN_ADDR", "0.0.0.0:5000".to_string())?,
-            data_dir: parse_or(
-                "DATA_DIR",
-                std::path::PathBuf::from(format!("data/node{node_id}")),
-            )?,
-            cluster_secret,
-            max_key_bytes: parse_or("MAX_KEY_BYTES", 1024)?,
-            max_value_bytes: parse_or("MAX_VALUE_BYTES", 1024 * 1024)?,
-            causal_wait_timeout_ms: parse_or("CAUSAL_WAIT_TIMEOUT_MS", 5_000)?,
-            buffer_capacity: parse_or("BUFFER_CAPACITY", 100_000)?,
-            max_log_entries: parse_or("MAX_LOG_ENTRIES", 1_000_000)?,
-            replication_batch: parse_or("REPLICATION_BATCH", 512)?,
-            peer_timeout_ms: parse_or("PEER_TIMEOUT_MS", 2_000)?,
-            relay_after_ms: parse_or("RELAY_AFTER_MS", 1_000)?,
+            listen_addr: parse_or("LISTEN_ADDR", d.listen_addr.clone())?,
+            data_dir: parse_or("DATA_DIR", d.data_dir.clone())?,
+            max_key_bytes: parse_or("MAX_KEY_BYTES", d.max_key_bytes)?,
+            max_value_bytes: parse_or("MAX_VALUE_BYTES", d.max_value_bytes)?,
+            causal_wait_timeout_ms: parse_or("CAUSAL_WAIT_TIMEOUT_MS", d.causal_wait_timeout_ms)?,
+            buffer_capacity: parse_or("BUFFER_CAPACITY", d.buffer_capacity)?,
+            max_log_entries: parse_or("MAX_LOG_ENTRIES", d.max_log_entries)?,
+            replication_batch: parse_or("REPLICATION_BATCH", d.replication_batch)?,
+            peer_timeout_ms: parse_or("PEER_TIMEOUT_MS", d.peer_timeout_ms)?,
+            relay_after_ms: parse_or("RELAY_AFTER_MS", d.relay_after_ms)?,
+            ..d
         };
         config.validate()?;
         Ok(config)

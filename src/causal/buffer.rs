@@ -7,9 +7,11 @@
 //! sequence number.
 //!
 //! ## Why draining is O(1) amortized
-//! Only the head of each origin's queue can ever be deliverable (the next
-//! sequence number of that origin), so a drain inspects at most one write per
-//! origin per round, and each round that finds nothing ends the drain. A
+//! Each origin's queue is a ring of slots indexed by sequence number, the
+//! front slot being that origin's next write (`delivered[j] + 1`), so an
+//! arrival is stored in O(1) and only a queue's front can ever be
+//! deliverable. A drain inspects at most one write per origin per round, and
+//! each round that finds nothing ends the drain. A
 //! drain runs only when an arrival fills the head slot of its origin or when
 //! the delivered clock advances (`advance`, for writes delivered elsewhere
 //! such as the node's own). Every message is inserted once and removed once;
@@ -19,7 +21,7 @@
 //! Duplicates (already delivered, or already waiting) are recognised and
 //! dropped, which makes at-least-once replication safe.
 
-use std::collections::BTreeMap;
+use std::collections::VecDeque;
 
 use super::vclock::VClock;
 use super::write::{NodeId, Write};
@@ -40,7 +42,10 @@ pub enum Offered {
 #[derive(Debug, Clone)]
 pub struct DeliveryBuffer {
     delivered: VClock,
-    pending: Vec<BTreeMap<u64, Write>>,
+    /// Per origin `j`, slot `i` holds write `delivered[j] + 1 + i` if it has
+    /// arrived. A full front slot is blocked on another origin; the last
+    /// slot is always full.
+    pending: Vec<VecDeque<Option<Write>>>,
     len: usize,
     capacity: usize,
 }
@@ -56,7 +61,7 @@ impl DeliveryBuffer {
         let n = delivered.len();
         DeliveryBuffer {
             delivered,
-            pending: (0..n).map(|_| BTreeMap::new()).collect(),
+            pending: (0..n).map(|_| VecDeque::new()).collect(),
             len: 0,
             capacity,
         }
@@ -80,11 +85,8 @@ impl DeliveryBuffer {
     pub fn received(&self) -> VClock {
         let mut received = self.delivered.clone();
         for (j, queue) in self.pending.iter().enumerate() {
-            let mut next = received.get(j) + 1;
-            while queue.contains_key(&next) {
-                next += 1;
-            }
-            received.set(j, next - 1);
+            let contiguous = queue.iter().take_while(|slot| slot.is_some()).count();
+            received.set(j, received.get(j) + contiguous as u64);
         }
         received
     }
@@ -97,23 +99,34 @@ impl DeliveryBuffer {
     pub fn offer(&mut self, write: Write, out: &mut Vec<Write>) -> Result<Offered> {
         write.validate(self.delivered.len())?;
         let origin = write.origin;
-        let seq = write.seq;
-        if seq <= self.delivered.get(origin) || self.pending[origin].contains_key(&seq) {
+        let base = self.delivered.get(origin) + 1;
+        if write.seq < base {
             return Ok(Offered::Duplicate);
         }
-        let is_head = seq == self.delivered.get(origin) + 1;
-        if is_head && self.deps_satisfied(&write) {
+        let index = (write.seq - base) as usize;
+        if matches!(self.pending[origin].get(index), Some(Some(_))) {
+            return Ok(Offered::Duplicate);
+        }
+        if index == 0 && self.deps_satisfied(&write) {
+            // The front slot stood for this write; the ring moves on by one.
+            self.pending[origin].pop_front();
             self.deliver(write, out);
             self.drain(out);
             return Ok(Offered::Delivered);
         }
-        if self.len >= self.capacity {
+        // The slot ring spans from the next expected write to the newest one
+        // waiting, so a write far ahead of its origin is refused as well.
+        if self.len >= self.capacity || index > self.capacity {
             return Err(Error::unavailable(format!(
                 "delivery buffer full ({} writes waiting)",
                 self.len
             )));
         }
-        self.pending[origin].insert(seq, write);
+        let queue = &mut self.pending[origin];
+        if queue.len() <= index {
+            queue.resize(index + 1, None);
+        }
+        queue[index] = Some(write);
         self.len += 1;
         Ok(Offered::Buffered)
     }
@@ -121,13 +134,17 @@ impl DeliveryBuffer {
     /// Records that `origin`'s write `seq` was delivered by another path (the
     /// node's own writes), then delivers whatever that unblocks.
     pub fn advance(&mut self, origin: NodeId, seq: u64, out: &mut Vec<Write>) {
-        if seq > self.delivered.get(origin) {
+        let current = self.delivered.get(origin);
+        if seq > current {
             self.delivered.set(origin, seq);
-            // Anything at or below the new frontier is now a duplicate.
+            // Slots at or below the new frontier now hold duplicates.
             if let Some(queue) = self.pending.get_mut(origin) {
-                let keep = queue.split_off(&(seq + 1));
-                self.len -= queue.len();
-                *queue = keep;
+                let skip = ((seq - current) as usize).min(queue.len());
+                for slot in queue.drain(..skip) {
+                    if slot.is_some() {
+                        self.len -= 1;
+                    }
+                }
             }
             self.drain(out);
         }
@@ -147,7 +164,8 @@ impl DeliveryBuffer {
         out.push(write);
     }
 
-    /// Delivers heads until a full round over the origins finds none ready.
+    /// Delivers front writes until a full round over the origins finds none
+    /// ready.
     fn drain(&mut self, out: &mut Vec<Write>) {
         if self.len == 0 {
             return;
@@ -155,16 +173,11 @@ impl DeliveryBuffer {
         loop {
             let mut progressed = false;
             for j in 0..self.pending.len() {
-                loop {
-                    let next = self.delivered.get(j) + 1;
-                    let ready = match self.pending[j].get(&next) {
-                        Some(head) => self.deps_satisfied(head),
-                        None => false,
-                    };
-                    if !ready {
+                while let Some(Some(front)) = self.pending[j].front() {
+                    if !self.deps_satisfied(front) {
                         break;
                     }
-                    if let Some(write) = self.pending[j].remove(&next) {
+                    if let Some(Some(write)) = self.pending[j].pop_front() {
                         self.len -= 1;
                         self.deliver(write, out);
                         progressed = true;

@@ -45,19 +45,11 @@ impl Cluster {
         let configs: Vec<KvConfig> = (0..n)
             .map(|i| {
                 let mut c = KvConfig {
-                    node_id: i,
-                    peers: urls.clone(),
                     listen_addr: listeners[i].local_addr().unwrap().to_string(),
                     data_dir: root.join(format!("node{i}")),
-                    cluster_secret: SECRET.into(),
-                    max_key_bytes: 1024,
                     max_value_bytes: 64 * 1024,
-                    causal_wait_timeout_ms: 5_000,
-                    buffer_capacity: 100_000,
-                    max_log_entries: 1_000_000,
-                    replication_batch: 512,
                     peer_timeout_ms: 1_000,
-                    relay_after_ms: 1_000,
+                    ..KvConfig::new(i, urls.clone(), SECRET.into())
                 };
                 tweak(&mut c);
                 c

@@ -1,0 +1,124 @@
+//! Messages of the grid actors.
+//!
+//! Handlers send these to `ChargerActor` (substation) and `RouterActor`
+//! (balancer); `LoadPollerActor` reports polls to `RouterActor`. Actors depend
+//! on this module, not on each other.
+
+use std::time::{Duration, Instant};
+
+use actix::Message;
+use serde::Serialize;
+
+use crate::error::Result;
+use crate::grid::{ChargeGranted, LoadSample, SubstationView, Ticket, ValidRequest};
+
+/// Admit a charging session. Sent by the substation's `POST /charge` handler
+/// to `ChargerActor`; answered with the grant or `Unavailable` when full.
+#[derive(Message, Debug, Clone)]
+#[rtype(result = "Result<ChargeGranted>")]
+pub struct StartCharge(pub ValidRequest);
+
+/// End due sessions and bring the gauges up to date. Sent by the substation's
+/// `GET /metrics` handler just before it encodes the registry, so a scrape
+/// never sees sessions that have already ended.
+#[derive(Message, Debug, Clone, Copy)]
+#[rtype(result = "()")]
+pub struct RefreshMetrics;
+
+/// A poll of substation `index` succeeded. Sent by `LoadPollerActor` to
+/// `RouterActor`; `at` is when the scrape was sent.
+#[derive(Message, Debug, Clone)]
+#[rtype(result = "()")]
+pub struct LoadSampled {
+    /// Position of the substation in `SUBSTATIONS`.
+    pub index: usize,
+    /// What the scrape said.
+    pub sample: LoadSample,
+    /// When the scrape was sent.
+    pub at: Instant,
+}
+
+/// A poll of substation `index` failed (error or timeout). Sent by
+/// `LoadPollerActor` to `RouterActor`, which stops routing to it.
+#[derive(Message, Debug, Clone)]
+#[rtype(result = "()")]
+pub struct PollFailed {
+    /// Position of the substation in `SUBSTATIONS`.
+    pub index: usize,
+    /// Why, for the log.
+    pub reason: String,
+}
+
+/// Route a request: choose, forward, retry on the next best. Sent by the
+/// balancer's `POST /route` handler to `RouterActor`.
+#[derive(Message, Debug, Clone)]
+#[rtype(result = "Result<ChargeGranted>")]
+pub struct Route(pub ValidRequest);
+
+/// Choose a substation for `power_w` and book it as in flight. Sent by
+/// `RouterActor`'s own forwarding task (one decision per attempt).
+#[derive(Message, Debug, Clone)]
+#[rtype(result = "Option<(Ticket, String)>")]
+pub struct Reserve {
+    /// Requested power, watts.
+    pub power_w: f64,
+    /// Substations already tried for this request.
+    pub exclude: Vec<usize>,
+}
+
+/// How a forwarding attempt ended.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Settlement {
+    /// Admitted; the session ends after this many seconds.
+    Admitted { ends_in_s: f64, seq: Option<u64> },
+    /// The substation answered 503.
+    Refused,
+    /// Connection failed or timed out.
+    Unreachable,
+    /// Anything else; just release the reservation.
+    Abandoned,
+}
+
+/// Release a reservation with its outcome. Sent by `RouterActor`'s forwarding
+/// task after each attempt.
+#[derive(Message, Debug, Clone)]
+#[rtype(result = "()")]
+pub struct Settle {
+    /// The reservation made by `Reserve`.
+    pub ticket: Ticket,
+    /// What happened.
+    pub outcome: Settlement,
+}
+
+/// The router's view, for `GET /status`. Sent by the balancer's handler.
+#[derive(Message, Debug, Clone, Copy)]
+#[rtype(result = "Status")]
+pub struct GetStatus;
+
+/// One substation in `GET /status`.
+#[derive(Debug, Clone, Serialize)]
+pub struct SubstationStatus {
+    /// Its base URL, as configured.
+    pub url: String,
+    /// The router's view of it.
+    #[serde(flatten)]
+    pub view: SubstationView,
+}
+
+/// Body of `GET /status`.
+#[derive(Debug, Clone, Serialize)]
+pub struct Status {
+    /// Poll interval, milliseconds.
+    pub poll_interval_ms: u64,
+    /// One entry per configured substation, in configuration order.
+    pub substations: Vec<SubstationStatus>,
+}
+
+/// Poll interval and timeout of `LoadPollerActor`.
+#[derive(Debug, Clone, Copy)]
+pub struct PollTiming {
+    /// Time between polls.
+    pub interval: Duration,
+    /// Deadline of one scrape.
+    pub timeout: Duration,
+}

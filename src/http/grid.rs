@@ -1,1 +1,0 @@
-//! Smart-grid subsystem (see issue: substation, load_balancer, charge_request).

@@ -1,0 +1,162 @@
+//! Helpers for the grid integration tests: start services in-process on
+//! ephemeral loopback ports, wait for conditions with a deadline, and talk
+//! to them over HTTP.
+#![allow(dead_code)]
+
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+use causal_grid::grid::ChargeRequest;
+use causal_grid::http::grid::balancer::{self, BalancerConfig};
+use causal_grid::http::grid::entry::{self, EntryConfig};
+use causal_grid::http::grid::substation::{self, SubstationConfig};
+use causal_grid::http::Running;
+use serde_json::Value;
+
+pub const DEADLINE: Duration = Duration::from_secs(20);
+
+/// A substation with long sessions (time scale 1: hours of real time).
+pub fn start_substation(id: &str, capacity_kw: f64, listen: &str) -> Running {
+    substation::start(
+        SubstationConfig {
+            id: id.to_string(),
+            listen_addr: listen.to_string(),
+            capacity_kw,
+            time_scale: 1.0,
+        },
+        false,
+    )
+    .expect("substation starts")
+}
+
+pub fn start_balancer(urls: &[String], poll_ms: u64) -> Running {
+    balancer::start(
+        BalancerConfig {
+            listen_addr: "127.0.0.1:0".into(),
+            substations: urls.to_vec(),
+            poll_interval: Duration::from_millis(poll_ms),
+            seed: Some(42),
+        },
+        false,
+    )
+    .expect("balancer starts")
+}
+
+pub fn start_entry(balancer_url: &str, listen: &str) -> Running {
+    entry::start(
+        EntryConfig {
+            listen_addr: listen.to_string(),
+            load_balancer_url: balancer_url.to_string(),
+        },
+        false,
+    )
+    .expect("entry starts")
+}
+
+/// Polls `check` until it returns true or the deadline passes.
+pub async fn await_until<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        if check().await {
+            return;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        actix_rt::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+pub fn client() -> awc::Client {
+    awc::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .finish()
+}
+
+/// Status, `Retry-After` present, and JSON body of a POST.
+pub async fn post(client: &awc::Client, url: &str, body: &Value) -> (u16, bool, Value) {
+    let mut resp = client
+        .post(url)
+        .send_json(body)
+        .await
+        .expect("request sent");
+    let retry_after = resp.headers().contains_key("retry-after");
+    let bytes = resp.body().await.expect("body");
+    let json = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+    (resp.status().as_u16(), retry_after, json)
+}
+
+pub async fn post_raw(client: &awc::Client, url: &str, body: &'static str) -> (u16, Value) {
+    let mut resp = client
+        .post(url)
+        .insert_header(("content-type", "application/json"))
+        .send_body(body)
+        .await
+        .expect("request sent");
+    let bytes = resp.body().await.expect("body");
+    (
+        resp.status().as_u16(),
+        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+    )
+}
+
+pub async fn get_text(client: &awc::Client, url: &str) -> Option<String> {
+    let mut resp = client.get(url).send().await.ok()?;
+    let bytes = resp.body().limit(8 << 20).await.ok()?;
+    Some(String::from_utf8_lossy(&bytes).into_owned())
+}
+
+pub async fn get_json(client: &awc::Client, url: &str) -> Option<Value> {
+    serde_json::from_str(&get_text(client, url).await?).ok()
+}
+
+/// Waits until the balancer sees every substation healthy.
+pub async fn await_all_healthy(client: &awc::Client, lb: &str, n: usize) {
+    await_until("all substations healthy", || async {
+        let Some(s) = get_json(client, &format!("{lb}/status")).await else {
+            return false;
+        };
+        let subs = s["substations"].as_array().cloned().unwrap_or_default();
+        subs.len() == n && subs.iter().all(|x| x["healthy"] == Value::Bool(true))
+    })
+    .await;
+}
+
+/// A substation's (power, capacity) in watts, read from its `/metrics`.
+pub async fn power_of(client: &awc::Client, url: &str) -> (f64, f64) {
+    let body = get_text(client, &format!("{url}/metrics"))
+        .await
+        .expect("metrics");
+    let s = causal_grid::grid::LoadSample::from_exposition(&body).expect("parse");
+    (s.power_w, s.capacity_w)
+}
+
+pub fn charge(power_kw: f64, energy_kwh: f64) -> Value {
+    serde_json::to_value(ChargeRequest {
+        vehicle_id: Some("ev".into()),
+        power_kw: Some(power_kw),
+        energy_kwh: Some(energy_kwh),
+    })
+    .expect("json")
+}
+
+/// Sends `n` requests with `concurrency` in flight; returns each answer.
+pub async fn burst(
+    client: &awc::Client,
+    url: &str,
+    body: Value,
+    n: usize,
+    concurrency: usize,
+) -> Vec<(u16, bool, Value)> {
+    use futures_util::stream::{self, StreamExt};
+    stream::iter(0..n)
+        .map(|_| {
+            let body = body.clone();
+            async move { post(client, url, &body).await }
+        })
+        .buffer_unordered(concurrency)
+        .collect()
+        .await
+}
