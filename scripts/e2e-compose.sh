@@ -201,7 +201,7 @@ prom_query() {
 
 say "rush hour"
 # shellcheck disable=SC2086
-"$BIN/rush_hour" --target "$ENTRY" ${E2E_RUSH_ARGS:---duration 20 --concurrency 16} ||
+"$BIN/rush_hour" --target "$ENTRY" ${E2E_RUSH_ARGS:---duration 20 --rate 40 --ramp-up 5 --ramp-down 5 --concurrency 32} ||
     fail "rush_hour reported errors"
 spread() {
     local n
