@@ -269,6 +269,16 @@ status() {
     curl -fsS --max-time 5 "$1/status" |
         "$PY" -c 'import json,sys; s=json.load(sys.stdin); print(json.dumps({"vc": s["vc"], "store": s["store"]}, sort_keys=True))'
 }
+# brief NODE_URL: delivered clock and key count, for messages.
+brief() {
+    curl -fsS --max-time 5 "$1/status" |
+        "$PY" -c 'import json,sys; s=json.load(sys.stdin); print("vc %s, %d keys, %s buffered" % (s["vc"], len(s["store"]), s.get("buffered_msgs")))' ||
+        echo unreachable
+}
+all_brief() {
+    local i
+    for i in 0 1 2; do printf 'node%d: %s; ' $((i + 1)) "$(brief "${NODES[$i]}")"; done
+}
 converged() {
     local a b c
     a=$(status "${NODES[0]}") && b=$(status "${NODES[1]}") && c=$(status "${NODES[2]}") || return 1
@@ -301,7 +311,7 @@ docker network connect --alias node2 "$net" "$node2"
 if retry 60 converged; then
     ok "node2 cut off from the network while 10 writes landed on node1/node3, reconnected, all three nodes converged (vc and store)"
 else
-    fault_failed "nodes did not converge after node2 was reconnected: $(status "${NODES[0]}") vs $(status "${NODES[1]}")"
+    fault_failed "nodes did not converge after node2 was reconnected: $(all_brief)"
 fi
 
 say "stop and start a KV node"
@@ -313,7 +323,7 @@ wait_healthy 60 node3
 if retry 60 converged; then
     ok "node3 stopped while 10 writes landed on node1/node2, started again, all three nodes converged (vc and store)"
 else
-    fault_failed "nodes did not converge after node3 restarted: $(status "${NODES[0]}") vs $(status "${NODES[2]}")"
+    fault_failed "nodes did not converge after node3 restarted: $(all_brief)"
 fi
 
 if retry 60 targets_up; then
