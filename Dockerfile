@@ -13,6 +13,9 @@ ARG RUNTIME_IMAGE=debian:bookworm-slim
 
 FROM ${RUST_IMAGE} AS builder
 WORKDIR /build
+# The runtime image carries no debug info (see the strip below), so skip
+# generating it: the crate's release profile asks for it for local profiling.
+ENV CARGO_PROFILE_RELEASE_DEBUG=0
 
 # Dependency layer: it depends on Cargo.toml and Cargo.lock only, so editing
 # the sources does not rebuild the dependencies. The manifest's explicit

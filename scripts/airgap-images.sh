@@ -112,16 +112,19 @@ PY
 # Root file systems.
 
 # make_rootfs DIR SUITE [PACKAGES]: a minbase Debian in DIR.
+# Stand-ins are built in parallel, so each has its own package cache and log.
 make_rootfs() {
     local dir=$1 suite=$2 include=${3:-}
-    mkdir -p "$CACHE/debs"
+    local cache
+    cache=$CACHE/debs-$(basename "$dir")
+    mkdir -p "$cache"
     log "debootstrap $suite${include:+ (+$include)}"
-    debootstrap --variant=minbase --cache-dir="$CACHE/debs" \
+    debootstrap --variant=minbase --cache-dir="$cache" \
         ${include:+--include="$include"} \
-        "$suite" "$dir" "$MIRROR" >"$WORK/debootstrap.log" 2>&1 ||
+        "$suite" "$dir" "$MIRROR" >"$dir.log" 2>&1 ||
         {
-            tail -20 "$WORK/debootstrap.log" >&2
-            die "debootstrap failed"
+            tail -20 "$dir.log" >&2
+            die "debootstrap of $(basename "$dir") failed"
         }
     # Like the official images: no package lists or downloaded archives.
     rm -rf "$dir"/var/lib/apt/lists/* "$dir"/var/cache/apt/archives/*.deb \
@@ -223,6 +226,7 @@ build_prometheus() {
 
 MIRROR=""
 status=0
+pids=()
 for image in $(images_named | sort -u); do
     if [ "${AIRGAP_FORCE:-0}" != 1 ] && docker image inspect "$image" >/dev/null 2>&1; then
         log "$image is present"
@@ -234,10 +238,11 @@ for image in $(images_named | sort -u); do
             [ -n "$MIRROR" ] || MIRROR=$(apt_mirror)
             ;;
     esac
+    # Each build runs in its own subshell, in parallel with the others.
     case $image in
-        debian:*) build_debian "$image" ;;
-        rust:*) build_rust "$image" ;;
-        prom/prometheus:*) build_prometheus "$image" ;;
+        debian:*) build_debian "$image" & pids+=($!) ;;
+        rust:*) build_rust "$image" & pids+=($!) ;;
+        prom/prometheus:*) build_prometheus "$image" & pids+=($!) ;;
         grafana/*)
             log "$image is missing and cannot be built here (no Debian package); run without the grafana service"
             ;;
@@ -246,5 +251,8 @@ for image in $(images_named | sort -u); do
             status=1
             ;;
     esac
+done
+for pid in "${pids[@]}"; do
+    wait "$pid" || status=1
 done
 exit "$status"
