@@ -156,14 +156,18 @@ pub struct PeerView {
     pub fault: Option<FaultKind>,
 }
 
-/// Ask `StoreActor` for a snapshot of the store (for `/status`).
+/// Ask `StoreActor` for a snapshot of the store (for `/status`); without
+/// `entries`, only the clock and the key count (cheap on a large store).
 #[derive(Message)]
 #[rtype(result = "StoreSnapshot")]
-pub struct GetStoreSnapshot;
+pub struct GetStoreSnapshot {
+    pub entries: bool,
+}
 
 #[derive(Debug, Clone)]
 pub struct StoreSnapshot {
     pub applied: VClock,
+    pub keys: usize,
     pub entries: Vec<(String, Versioned)>,
 }
 

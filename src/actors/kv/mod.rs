@@ -128,9 +128,15 @@ impl KvNode {
         })
     }
 
-    /// Everything `/status` shows, gathered from the actors.
-    pub async fn status(&self) -> Result<StatusResponse> {
-        let snapshot = self.store.send(GetStoreSnapshot).await?;
+    /// Everything `/status` shows, gathered from the actors; `with_store`
+    /// false leaves `store` empty (`keys` still counts them).
+    pub async fn status(&self, with_store: bool) -> Result<StatusResponse> {
+        let snapshot = self
+            .store
+            .send(GetStoreSnapshot {
+                entries: with_store,
+            })
+            .await?;
         let buffer = self.buffer.send(GetBufferView).await?;
         let clock = self.clock.send(GetClockView).await?;
         let mut peers = Vec::new();
@@ -151,7 +157,7 @@ impl KvNode {
             node: self.id,
             cluster_size: self.cluster_size,
             vc: snapshot.applied,
-            keys: snapshot.entries.len(),
+            keys: snapshot.keys,
             store: snapshot
                 .entries
                 .into_iter()

@@ -137,15 +137,19 @@ impl Handler<Get> for StoreActor {
 impl Handler<GetStoreSnapshot> for StoreActor {
     type Result = MessageResult<GetStoreSnapshot>;
 
-    fn handle(&mut self, _: GetStoreSnapshot, _: &mut Self::Context) -> Self::Result {
-        let mut entries: Vec<_> = self
-            .store
-            .iter()
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect();
+    fn handle(&mut self, msg: GetStoreSnapshot, _: &mut Self::Context) -> Self::Result {
+        let mut entries: Vec<_> = match msg.entries {
+            true => self
+                .store
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+            false => Vec::new(),
+        };
         entries.sort_by(|a, b| a.0.cmp(&b.0));
         MessageResult(StoreSnapshot {
             applied: self.store.applied().clone(),
+            keys: self.store.len(),
             entries,
         })
     }

@@ -173,7 +173,16 @@ impl KvClient {
 
     /// `GET /status`, decoded.
     pub async fn status(&self, base: &str) -> Result<StatusResponse> {
-        let url = format!("{}/status", base.trim_end_matches('/'));
+        self.status_of(base, true).await
+    }
+
+    /// `GET /status`, with or without the key map.
+    pub async fn status_of(&self, base: &str, with_store: bool) -> Result<StatusResponse> {
+        let url = format!(
+            "{}/status{}",
+            base.trim_end_matches('/'),
+            if with_store { "" } else { "?store=false" }
+        );
         let answer = Self::answer(&url, self.client.get(&url).send().await).await?;
         if answer.status != 200 {
             return Err(Error::unavailable(format!(

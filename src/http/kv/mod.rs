@@ -4,7 +4,7 @@
 //! |---|---|---|
 //! | client | `POST /put` | `Put` → `ClockActor` |
 //! | client | `GET /get?key=` | `Get` → `StoreActor` |
-//! | client | `GET /status` | status gathered by `KvNode::status` |
+//! | client | `GET /status[?store=false]` | status gathered by `KvNode::status` |
 //! | ops | `GET /health`, `GET /metrics` | — |
 //! | peer (signed) | `POST /peer/replicate` | `Replicate` → `DeliveryBufferActor` |
 //! | admin (signed) | `POST /admin/fault` | `SetFault` → a `ReplicatorActor` |
@@ -21,7 +21,7 @@ use actix_web::{web, HttpRequest, HttpResponse, HttpServer, ResponseError};
 
 use self::wire::{
     FaultRequest, GetQuery, GetResponse, Limits, PutRequest, PutResponse, ReplicateAck,
-    ReplicateRequest, CAUSAL_CONTEXT,
+    ReplicateRequest, StatusQuery, CAUSAL_CONTEXT,
 };
 use crate::actors::kv::messages::{Get, Put, Replicate};
 use crate::actors::kv::KvNode;
@@ -201,8 +201,8 @@ async fn get(
     Ok(with_context(resp, &done.context))
 }
 
-async fn status(node: web::Data<KvNode>) -> Result<HttpResponse> {
-    Ok(HttpResponse::Ok().json(node.status().await?))
+async fn status(query: web::Query<StatusQuery>, node: web::Data<KvNode>) -> Result<HttpResponse> {
+    Ok(HttpResponse::Ok().json(node.status(query.store.unwrap_or(true)).await?))
 }
 
 async fn replicate(
