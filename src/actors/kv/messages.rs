@@ -54,13 +54,14 @@ pub struct GetDone {
     pub context: VClock,
 }
 
-/// Writes to apply, in causal order. Sent by `ClockActor` only (one sender,
-/// FIFO), with a reply channel for local writes whose client is waiting.
+/// Durable writes to apply, in causal order. Sent by `ClockActor` only (one
+/// sender, FIFO) after each group commit, with the reply channels of the
+/// local writes in the group whose clients are waiting.
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct Apply {
     pub writes: Vec<Write>,
-    pub reply: Option<oneshot::Sender<VClock>>,
+    pub replies: Vec<oneshot::Sender<VClock>>,
 }
 
 /// A batch of writes from a peer. Sent by the `/peer/replicate` handler to
@@ -89,12 +90,14 @@ pub struct Deliver {
     pub writes: Vec<Write>,
 }
 
-/// The node delivered its own write `seq`. Sent by `ClockActor` to
-/// `DeliveryBufferActor` so peers' writes that depend on it can drain.
+/// Everything up to `delivered` is durable. Sent by `ClockActor` to
+/// `DeliveryBufferActor` after each group commit: the buffer learns of the
+/// node's own writes (peers' writes may depend on them) and acknowledges to
+/// senders only what is durable.
 #[derive(Message)]
 #[rtype(result = "()")]
-pub struct LocalDelivered {
-    pub seq: u64,
+pub struct Durable {
+    pub delivered: VClock,
 }
 
 /// New writes exist (or the clock moved). Sent by `ClockActor` to every

@@ -23,9 +23,14 @@ pub struct StoreActor {
 }
 
 impl StoreActor {
-    pub fn new(n: usize, wait_timeout: Duration, max_waiters: usize, metrics: KvMetrics) -> Self {
+    pub fn new(
+        store: Store,
+        wait_timeout: Duration,
+        max_waiters: usize,
+        metrics: KvMetrics,
+    ) -> Self {
         StoreActor {
-            store: Store::new(n),
+            store,
             waiters: Waiters::new(max_waiters),
             wait_timeout,
             metrics,
@@ -65,7 +70,7 @@ impl Handler<Apply> for StoreActor {
         for waiter in self.waiters.release(self.store.applied()) {
             let _ = waiter.send(());
         }
-        if let Some(reply) = msg.reply {
+        for reply in msg.replies {
             // The client may have gone; that is not an error here.
             let _ = reply.send(self.store.applied().clone());
         }
