@@ -220,11 +220,35 @@ impl Storage {
         delivered: &VClock,
         trim: Option<&VClock>,
     ) -> Result<()> {
+        self.commit_with(&[], writes, delivered, trim)
+    }
+
+    /// Like `commit`, first merging versions from a peer's snapshot.
+    pub fn commit_with(
+        &self,
+        snapshot: &[(String, Versioned)],
+        writes: &[Write],
+        delivered: &VClock,
+        trim: Option<&VClock>,
+    ) -> Result<()> {
         let mut txn = self.db.begin_write().map_err(db("begin"))?;
         txn.set_durability(self.durability);
         {
             let mut kv = txn.open_table(KV).map_err(db("open kv"))?;
             let mut log = txn.open_table(LOG).map_err(db("open log"))?;
+            for (key, version) in snapshot {
+                let newer = match kv.get(key.as_str()).map_err(db("read kv"))? {
+                    Some(v) => serde_json::from_slice::<Versioned>(v.value())
+                        .map(|current| version.rank() > current.rank())
+                        .unwrap_or(true),
+                    None => true,
+                };
+                if newer {
+                    let bytes = serde_json::to_vec(version).map_err(Error::internal)?;
+                    kv.insert(key.as_str(), bytes.as_slice())
+                        .map_err(db("write kv"))?;
+                }
+            }
             for w in writes {
                 let current = match kv.get(w.key.as_str()).map_err(db("read kv"))? {
                     Some(v) => Some(

@@ -87,6 +87,17 @@ impl Store {
         self.map.insert(key, version);
     }
 
+    /// Merges a version from a peer's snapshot under the convergence rule.
+    pub fn merge_version(&mut self, key: String, version: Versioned) {
+        let newer = self
+            .map
+            .get(&key)
+            .is_none_or(|current| version.rank() > current.rank());
+        if newer {
+            self.map.insert(key, version);
+        }
+    }
+
     /// Sets the applied clock after a recovery.
     pub fn set_applied(&mut self, applied: VClock) {
         self.applied = applied;

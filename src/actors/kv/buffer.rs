@@ -105,8 +105,11 @@ impl Handler<Durable> for DeliveryBufferActor {
 
     fn handle(&mut self, msg: Durable, _: &mut Self::Context) {
         let mut ready = Vec::new();
-        self.buffer
-            .advance(self.me, msg.delivered.get(self.me), &mut ready);
+        // Normally only our own entry moves here (others were delivered by
+        // this buffer already); after a snapshot every entry may.
+        for k in 0..msg.delivered.len() {
+            self.buffer.advance(k, msg.delivered.get(k), &mut ready);
+        }
         self.durable.merge(&msg.delivered);
         self.forward(ready);
     }

@@ -37,8 +37,8 @@ use tokio::sync::oneshot;
 
 use super::buffer::DeliveryBufferActor;
 use super::messages::{
-    Apply, Batch, ClockView, Deliver, Durable, GetClockView, PeerProgress, Put, PutDone, ReadBatch,
-    Wake,
+    Apply, Batch, ClockView, Deliver, Durable, FetchSnapshot, GetClockView, InstallSnapshot,
+    PeerProgress, Put, PutDone, ReadBatch, Restore, Wake,
 };
 use super::metrics::KvMetrics;
 use super::replicator::ReplicatorActor;
@@ -70,13 +70,17 @@ pub struct ClockActor {
     peers_heard: Vec<bool>,
     own_floor: u64,
     recovery_waiters: Vec<oneshot::Sender<()>>,
+    snapshot_requested: bool,
+    /// Versions from a peer's snapshot, committed with the next group.
+    snapshot: Vec<(String, crate::causal::Versioned)>,
     /// Each node's last acknowledged delivered clock (our own entry unused).
     peer_delivered: Vec<VClock>,
     waiters: Waiters<oneshot::Sender<()>>,
     wait_timeout: Duration,
     store: Addr<StoreActor>,
     buffer: Addr<DeliveryBufferActor>,
-    replicators: Vec<Addr<ReplicatorActor>>,
+    /// Indexed by node id; `None` at our own index.
+    replicators: Vec<Option<Addr<ReplicatorActor>>>,
     metrics: KvMetrics,
 }
 
@@ -92,7 +96,7 @@ pub struct ClockParts {
     pub max_waiters: usize,
     pub store: Addr<StoreActor>,
     pub buffer: Addr<DeliveryBufferActor>,
-    pub replicators: Vec<Addr<ReplicatorActor>>,
+    pub replicators: Vec<Option<Addr<ReplicatorActor>>>,
     pub metrics: KvMetrics,
 }
 
@@ -114,6 +118,8 @@ impl ClockActor {
             peers_heard,
             own_floor: 0,
             recovery_waiters: Vec::new(),
+            snapshot_requested: false,
+            snapshot: Vec::new(),
             peer_delivered: vec![VClock::zero(p.n); p.n],
             waiters: Waiters::new(p.max_waiters),
             wait_timeout: p.wait_timeout,
@@ -164,31 +170,34 @@ impl ClockActor {
 
     /// Starts a group commit of everything pending, unless one is running.
     fn commit(&mut self, ctx: &mut Context<Self>) {
-        if self.committing || (self.pending.is_empty() && self.trim.is_none()) {
+        if self.committing
+            || (self.pending.is_empty() && self.trim.is_none() && self.snapshot.is_empty())
+        {
             return;
         }
         let writes = std::mem::take(&mut self.pending);
         let replies = std::mem::take(&mut self.pending_replies);
+        let snapshot = std::mem::take(&mut self.snapshot);
         let clock = self.delivered.clone();
         let Some(storage) = self.storage.clone() else {
             self.trim = None;
-            self.durable(writes, replies, clock);
+            self.durable(snapshot, writes, replies, clock);
             return;
         };
         self.committing = true;
         let trim = self.trim.take();
         let job = tokio::task::spawn_blocking(move || {
-            let result = storage.commit(&writes, &clock, trim.as_ref());
-            (result, writes, clock)
+            let result = storage.commit_with(&snapshot, &writes, &clock, trim.as_ref());
+            (result, snapshot, writes, clock)
         });
         let done = job.into_actor(self).map(move |joined, act, ctx| {
             act.committing = false;
             match joined {
-                Ok((Ok(()), writes, clock)) => {
-                    act.durable(writes, replies, clock);
+                Ok((Ok(()), snapshot, writes, clock)) => {
+                    act.durable(snapshot, writes, replies, clock);
                     act.commit(ctx);
                 }
-                Ok((Err(e), _, _)) => act.storage_failed(&e.to_string()),
+                Ok((Err(e), ..)) => act.storage_failed(&e.to_string()),
                 Err(e) => act.storage_failed(&e.to_string()),
             }
         });
@@ -198,10 +207,17 @@ impl ClockActor {
     /// A group is durable: make it visible and replicable.
     fn durable(
         &mut self,
+        snapshot: Vec<(String, crate::causal::Versioned)>,
         writes: Vec<Write>,
         replies: Vec<oneshot::Sender<VClock>>,
         clock: VClock,
     ) {
+        if !snapshot.is_empty() {
+            self.store.do_send(Restore {
+                entries: snapshot,
+                delivered: clock.clone(),
+            });
+        }
         for write in &writes {
             if !self.log.append(write.clone()) {
                 log::error!(
@@ -216,7 +232,7 @@ impl ClockActor {
             delivered: clock.clone(),
         });
         self.metrics.log_entries.set(self.log.len() as i64);
-        for r in &self.replicators {
+        for r in self.replicators.iter().flatten() {
             r.do_send(Wake {
                 delivered: clock.clone(),
             });
@@ -382,6 +398,20 @@ impl Handler<PeerProgress> for ClockActor {
             *heard = true;
         }
         self.own_floor = self.own_floor.max(msg.delivered.get(self.me));
+        if self.recovering && !self.snapshot_requested && !msg.delivered.le(&self.delivered) {
+            // We started empty but this peer has history: take its snapshot
+            // rather than wait for writes it may already have trimmed.
+            if let Some(Some(r)) = self.replicators.get(msg.peer) {
+                log::info!(
+                    "node {}: started empty; fetching a snapshot from peer {} (delivered [{}])",
+                    self.me,
+                    msg.peer,
+                    msg.delivered
+                );
+                self.snapshot_requested = true;
+                r.do_send(FetchSnapshot);
+            }
+        }
         self.check_recovered();
         if let Some(slot) = self.peer_delivered.get_mut(msg.peer) {
             *slot = msg.delivered;
@@ -409,6 +439,25 @@ impl Handler<PeerProgress> for ClockActor {
             self.commit(ctx);
         }
         self.metrics.log_entries.set(self.log.len() as i64);
+    }
+}
+
+impl Handler<InstallSnapshot> for ClockActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: InstallSnapshot, ctx: &mut Self::Context) {
+        log::info!(
+            "node {}: installing a snapshot of {} keys at [{}]",
+            self.me,
+            msg.entries.len(),
+            msg.delivered
+        );
+        self.delivered.merge(&msg.delivered);
+        self.log.advance_to(&msg.delivered);
+        self.snapshot.extend(msg.entries);
+        self.after_delivery();
+        self.check_recovered();
+        self.commit(ctx);
     }
 }
 

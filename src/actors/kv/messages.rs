@@ -201,3 +201,28 @@ pub struct ClockView {
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct Stop;
+
+/// A peer's consistent snapshot: its delivered clock and every key's
+/// winning version. Fetched by a `ReplicatorActor` when `ClockActor` asks
+/// (`FetchSnapshot`) and sent to `ClockActor` to install.
+#[derive(Message, Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[rtype(result = "()")]
+pub struct InstallSnapshot {
+    pub delivered: VClock,
+    pub entries: Vec<(String, Versioned)>,
+}
+
+/// Fetch the peer's snapshot. Sent by `ClockActor` to one replicator when the
+/// node started empty and that peer has delivered writes it lacks.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct FetchSnapshot;
+
+/// Merge snapshot versions into the store. Sent by `ClockActor` after the
+/// snapshot is durable, before the `Apply` of the same group.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Restore {
+    pub entries: Vec<(String, Versioned)>,
+    pub delivered: VClock,
+}

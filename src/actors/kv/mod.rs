@@ -147,7 +147,7 @@ impl KvNode {
             max_waiters: MAX_WAITERS,
             store: store.clone(),
             buffer: buffer.clone(),
-            replicators: replicators.iter().flatten().cloned().collect(),
+            replicators: replicators.clone(),
             metrics: metrics.clone(),
         }));
         Ok(KvNode {
@@ -208,6 +208,16 @@ impl KvNode {
             buffered_msgs: buffer.buffered,
             log_entries: clock.log_entries,
             peers,
+        })
+    }
+
+    /// A consistent snapshot of the store (durable writes only), for a peer
+    /// that lost its data.
+    pub async fn snapshot(&self) -> Result<messages::InstallSnapshot> {
+        let snapshot = self.store.send(GetStoreSnapshot { entries: true }).await?;
+        Ok(messages::InstallSnapshot {
+            delivered: snapshot.applied,
+            entries: snapshot.entries,
         })
     }
 
