@@ -286,6 +286,15 @@ impl Storage {
         Ok(())
     }
 
+    /// Forces everything committed so far to disk (an empty commit with
+    /// `Durability::Immediate`), whatever the policy.
+    pub fn sync(&self) -> Result<()> {
+        let mut txn = self.db.begin_write().map_err(db("begin"))?;
+        txn.set_durability(Durability::Immediate);
+        txn.commit().map_err(db("commit"))?;
+        Ok(())
+    }
+
     /// Bytes the database file takes on disk.
     pub fn file_bytes(dir: &Path) -> u64 {
         std::fs::metadata(dir.join("node.redb"))

@@ -219,3 +219,43 @@ async fn whole_cluster_restart_keeps_the_data() {
     assert_eq!(a.body["vc"][0].as_u64(), Some(before[0].vc.get(0) + 1));
     procs.wait_converged(&client).await;
 }
+
+/// SIGTERM: the node stops accepting, finishes, flushes its log and exits
+/// 0; started again it has every write it acknowledged.
+#[actix_rt::test]
+async fn sigterm_is_a_clean_shutdown() {
+    let mut procs = Procs::start(3);
+    let client = KvClient::new(Duration::from_secs(10));
+    for i in 0..3 {
+        procs.wait_serving(&client, i).await;
+    }
+    for i in 0..20 {
+        let a = client
+            .put(&procs.url(0), &format!("t{i}"), "v", None)
+            .await
+            .unwrap();
+        assert_eq!(a.status, 200);
+    }
+    let mut child = procs.children[0].take().unwrap();
+    let status = Command::new("kill")
+        .arg("-TERM")
+        .arg(child.id().to_string())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let exit = loop {
+        if let Some(exit) = child.try_wait().unwrap() {
+            break exit;
+        }
+        assert!(Instant::now() < deadline, "node 0 did not stop on SIGTERM");
+        actix_rt::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(exit.success(), "exit status {exit:?}");
+    procs.spawn(0);
+    procs.wait_serving(&client, 0).await;
+    let s = client.status(&procs.url(0)).await.unwrap();
+    for i in 0..20 {
+        assert!(s.store.contains_key(&format!("t{i}")));
+    }
+}

@@ -73,6 +73,8 @@ pub struct ClockActor {
     snapshot_requested: bool,
     /// Versions from a peer's snapshot, committed with the next group.
     snapshot: Vec<(String, crate::causal::Versioned)>,
+    /// Graceful shutdown: callers waiting for a final synced commit.
+    flush_waiters: Vec<oneshot::Sender<()>>,
     /// Each node's last acknowledged delivered clock (our own entry unused).
     peer_delivered: Vec<VClock>,
     waiters: Waiters<oneshot::Sender<()>>,
@@ -120,6 +122,7 @@ impl ClockActor {
             recovery_waiters: Vec::new(),
             snapshot_requested: false,
             snapshot: Vec::new(),
+            flush_waiters: Vec::new(),
             peer_delivered: vec![VClock::zero(p.n); p.n],
             waiters: Waiters::new(p.max_waiters),
             wait_timeout: p.wait_timeout,
@@ -171,10 +174,14 @@ impl ClockActor {
     /// Starts a group commit of everything pending, unless one is running.
     fn commit(&mut self, ctx: &mut Context<Self>) {
         if self.committing
-            || (self.pending.is_empty() && self.trim.is_none() && self.snapshot.is_empty())
+            || (self.pending.is_empty()
+                && self.trim.is_none()
+                && self.snapshot.is_empty()
+                && self.flush_waiters.is_empty())
         {
             return;
         }
+        let flushing = std::mem::take(&mut self.flush_waiters);
         let writes = std::mem::take(&mut self.pending);
         let replies = std::mem::take(&mut self.pending_replies);
         let snapshot = std::mem::take(&mut self.snapshot);
@@ -182,12 +189,19 @@ impl ClockActor {
         let Some(storage) = self.storage.clone() else {
             self.trim = None;
             self.durable(snapshot, writes, replies, clock);
+            for waiter in flushing {
+                let _ = waiter.send(());
+            }
             return;
         };
+        let sync = !flushing.is_empty();
         self.committing = true;
         let trim = self.trim.take();
         let job = tokio::task::spawn_blocking(move || {
-            let result = storage.commit_with(&snapshot, &writes, &clock, trim.as_ref());
+            let mut result = storage.commit_with(&snapshot, &writes, &clock, trim.as_ref());
+            if sync && result.is_ok() {
+                result = storage.sync();
+            }
             (result, snapshot, writes, clock)
         });
         let done = job.into_actor(self).map(move |joined, act, ctx| {
@@ -195,6 +209,9 @@ impl ClockActor {
             match joined {
                 Ok((Ok(()), snapshot, writes, clock)) => {
                     act.durable(snapshot, writes, replies, clock);
+                    for waiter in flushing {
+                        let _ = waiter.send(());
+                    }
                     act.commit(ctx);
                 }
                 Ok((Err(e), ..)) => act.storage_failed(&e.to_string()),
@@ -439,6 +456,20 @@ impl Handler<PeerProgress> for ClockActor {
             self.commit(ctx);
         }
         self.metrics.log_entries.set(self.log.len() as i64);
+    }
+}
+
+impl Handler<super::messages::Flush> for ClockActor {
+    type Result = ResponseFuture<Result<()>>;
+
+    fn handle(&mut self, _: super::messages::Flush, ctx: &mut Self::Context) -> Self::Result {
+        let (tx, rx) = oneshot::channel();
+        self.flush_waiters.push(tx);
+        self.commit(ctx);
+        Box::pin(async move {
+            rx.await
+                .map_err(|_| Error::internal("the final commit did not complete"))
+        })
     }
 }
 

@@ -226,3 +226,9 @@ pub struct Restore {
     pub entries: Vec<(String, Versioned)>,
     pub delivered: VClock,
 }
+
+/// Make everything delivered so far durable, with an fsync whatever the
+/// policy. Sent by `KvNode::flush` on graceful shutdown.
+#[derive(Message)]
+#[rtype(result = "Result<()>")]
+pub struct Flush;

@@ -221,6 +221,13 @@ impl KvNode {
         })
     }
 
+    /// Graceful shutdown: waits for the running group commit and makes
+    /// everything delivered so far durable (with an fsync, whatever the
+    /// policy). Call after the HTTP server has stopped.
+    pub async fn flush(&self) -> Result<()> {
+        self.clock.send(messages::Flush).await?
+    }
+
     /// Stops every actor of the node (after its HTTP server has stopped).
     pub fn shutdown(&self) {
         for r in self.replicators.iter().flatten() {
