@@ -27,7 +27,6 @@ async fn writes_of_a_dead_origin_reach_the_third_node_through_a_survivor() {
         || async { (cluster.status(1).await.vc.get(0) == 20).then_some(()) },
     )
     .await;
-    assert_eq!(cluster.status(2).await.vc.get(0), 0, "the fault held");
     cluster.stop(0).await;
     let s = eventually(
         Duration::from_secs(20),

@@ -589,21 +589,24 @@ fn bench_memory(
     let load_secs = started.elapsed().as_secs_f64();
     let (t, _, n) = sys.block_on(wait_converged(&urls))?;
     // Logs are trimmed once every peer has reported delivery (heartbeats).
-    let client = KvClient::new(Duration::from_secs(30));
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let mut trimmed = true;
-        for url in &urls {
-            let s = sys
-                .block_on(client.status_of(url, false))
-                .map_err(|e| e.to_string())?;
-            trimmed &= s.log_entries == 0;
+    sys.block_on(async {
+        let client = KvClient::new(Duration::from_secs(30));
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let mut trimmed = true;
+            for url in &urls {
+                let s = client
+                    .status_of(url, false)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                trimmed &= s.log_entries == 0;
+            }
+            if trimmed || Instant::now() > deadline {
+                return Ok::<(), String>(());
+            }
+            actix_rt::time::sleep(Duration::from_millis(200)).await;
         }
-        if trimmed || Instant::now() > deadline {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    })?;
     println!(
         "{keys} keys of 16-byte values loaded into node 0 in {load_secs:.1} s ({:.0} puts/s), durability {durability}; replicas agreed {:.0} ms after the load ({n} keys each)",
         keys as f64 / load_secs,
