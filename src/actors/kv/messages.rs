@@ -54,13 +54,14 @@ pub struct GetDone {
     pub context: VClock,
 }
 
-/// Writes to apply, in causal order. Sent by `ClockActor` only (one sender,
-/// FIFO), with a reply channel for local writes whose client is waiting.
+/// Durable writes to apply, in causal order. Sent by `ClockActor` only (one
+/// sender, FIFO) after each group commit, with the reply channels of the
+/// local writes in the group whose clients are waiting.
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct Apply {
     pub writes: Vec<Write>,
-    pub reply: Option<oneshot::Sender<VClock>>,
+    pub replies: Vec<oneshot::Sender<VClock>>,
 }
 
 /// A batch of writes from a peer. Sent by the `/peer/replicate` handler to
@@ -89,12 +90,14 @@ pub struct Deliver {
     pub writes: Vec<Write>,
 }
 
-/// The node delivered its own write `seq`. Sent by `ClockActor` to
-/// `DeliveryBufferActor` so peers' writes that depend on it can drain.
+/// Everything up to `delivered` is durable. Sent by `ClockActor` to
+/// `DeliveryBufferActor` after each group commit: the buffer learns of the
+/// node's own writes (peers' writes may depend on them) and acknowledges to
+/// senders only what is durable.
 #[derive(Message)]
 #[rtype(result = "()")]
-pub struct LocalDelivered {
-    pub seq: u64,
+pub struct Durable {
+    pub delivered: VClock,
 }
 
 /// New writes exist (or the clock moved). Sent by `ClockActor` to every
@@ -198,3 +201,28 @@ pub struct ClockView {
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct Stop;
+
+/// A peer's consistent snapshot: its delivered clock and every key's
+/// winning version. Fetched by a `ReplicatorActor` when `ClockActor` asks
+/// (`FetchSnapshot`) and sent to `ClockActor` to install.
+#[derive(Message, Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[rtype(result = "()")]
+pub struct InstallSnapshot {
+    pub delivered: VClock,
+    pub entries: Vec<(String, Versioned)>,
+}
+
+/// Fetch the peer's snapshot. Sent by `ClockActor` to one replicator when the
+/// node started empty and that peer has delivered writes it lacks.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct FetchSnapshot;
+
+/// Merge snapshot versions into the store. Sent by `ClockActor` after the
+/// snapshot is durable, before the `Apply` of the same group.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Restore {
+    pub entries: Vec<(String, Versioned)>,
+    pub delivered: VClock,
+}

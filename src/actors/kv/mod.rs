@@ -17,6 +17,7 @@ pub mod metrics;
 pub mod replicator;
 pub mod store;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use actix::prelude::*;
@@ -36,6 +37,7 @@ use crate::causal::StreamConfig;
 use crate::config::KvConfig;
 use crate::error::{Error, Result};
 use crate::http::kv::wire::{FaultRequest, PeerStatus, StatusResponse, StoredValue};
+use crate::storage::{Recovered, Storage, SyncPolicy};
 
 /// Most requests that may wait for a causal context at once.
 const MAX_WAITERS: usize = 10_000;
@@ -66,14 +68,37 @@ impl KvNode {
         let metrics = KvMetrics::new(&registry)?;
         let wait_timeout = Duration::from_millis(config.causal_wait_timeout_ms);
 
+        // Recover durable state first (blocking I/O, before anything serves).
+        let (storage, recovered) = match config.durability {
+            SyncPolicy::Memory => (None, Recovered::empty(n)),
+            policy => {
+                let (s, r) = Storage::open(&config.data_dir, me, n, policy)?;
+                (Some(Arc::new(s)), r)
+            }
+        };
+        if !recovered.fresh {
+            log::info!(
+                "node {me}: recovered delivered clock [{}], {} keys, {} unstable writes",
+                recovered.delivered,
+                recovered.store.len(),
+                recovered.log.len()
+            );
+        }
+        let Recovered {
+            delivered,
+            store,
+            log: replication_log,
+            fresh,
+        } = recovered;
+
         // ClockActor and the others hold each other's addresses: create its
         // context first so its address exists before it starts.
         let clock_ctx: Context<ClockActor> = Context::new();
         let clock = clock_ctx.address();
-        let store = StoreActor::new(n, wait_timeout, MAX_WAITERS, metrics.clone()).start();
+        let store = StoreActor::new(store, wait_timeout, MAX_WAITERS, metrics.clone()).start();
         let buffer = DeliveryBufferActor::new(
             me,
-            n,
+            delivered.clone(),
             config.buffer_capacity,
             clock.clone(),
             metrics.clone(),
@@ -105,15 +130,24 @@ impl KvNode {
                 })
             })
             .collect();
+        for r in replicators.iter().flatten() {
+            r.do_send(messages::Wake {
+                delivered: delivered.clone(),
+            });
+        }
         clock_ctx.run(ClockActor::new(ClockParts {
             me,
             n,
+            delivered: delivered.clone(),
+            log: replication_log,
+            storage,
+            fresh,
             max_log: config.max_log_entries,
             wait_timeout,
             max_waiters: MAX_WAITERS,
             store: store.clone(),
             buffer: buffer.clone(),
-            replicators: replicators.iter().flatten().cloned().collect(),
+            replicators: replicators.clone(),
             metrics: metrics.clone(),
         }));
         Ok(KvNode {
@@ -174,6 +208,16 @@ impl KvNode {
             buffered_msgs: buffer.buffered,
             log_entries: clock.log_entries,
             peers,
+        })
+    }
+
+    /// A consistent snapshot of the store (durable writes only), for a peer
+    /// that lost its data.
+    pub async fn snapshot(&self) -> Result<messages::InstallSnapshot> {
+        let snapshot = self.store.send(GetStoreSnapshot { entries: true }).await?;
+        Ok(messages::InstallSnapshot {
+            delivered: snapshot.applied,
+            entries: snapshot.entries,
         })
     }
 

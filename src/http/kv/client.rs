@@ -45,13 +45,30 @@ impl PeerClient {
         body: &T,
     ) -> Result<R> {
         let bytes = serde_json::to_vec(body).map_err(Error::internal)?;
+        self.call("POST", base_url, path, bytes).await
+    }
+
+    /// GETs `base_url` + `path`, signed, and decodes the JSON answer.
+    pub async fn get<R: DeserializeOwned>(&self, base_url: &str, path: &str) -> Result<R> {
+        self.call("GET", base_url, path, Vec::new()).await
+    }
+
+    async fn call<R: DeserializeOwned>(
+        &self,
+        method: &str,
+        base_url: &str,
+        path: &str,
+        bytes: Vec<u8>,
+    ) -> Result<R> {
         let signed = self
             .signer
-            .sign("POST", path, &self.identity, auth::now_ms(), &bytes);
+            .sign(method, path, &self.identity, auth::now_ms(), &bytes);
         let url = format!("{}{}", base_url.trim_end_matches('/'), path);
-        let mut resp = self
-            .client
-            .post(&url)
+        let request = match method {
+            "GET" => self.client.get(&url),
+            _ => self.client.post(&url),
+        };
+        let mut resp = request
             .insert_header(("content-type", "application/json"))
             .insert_header((auth::HEADER_NODE, signed.node))
             .insert_header((auth::HEADER_TIMESTAMP, signed.timestamp_ms.to_string()))
@@ -63,7 +80,7 @@ impl PeerClient {
         let status = resp.status();
         let body = resp
             .body()
-            .limit(16 * 1024 * 1024)
+            .limit(1024 * 1024 * 1024)
             .await
             .map_err(|e| Error::unavailable(format!("{url}: reading answer: {e}")))?;
         if status.is_success() {

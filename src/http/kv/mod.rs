@@ -7,6 +7,7 @@
 //! | client | `GET /status[?store=false]` | status gathered by `KvNode::status` |
 //! | ops | `GET /health`, `GET /metrics` | — |
 //! | peer (signed) | `POST /peer/replicate` | `Replicate` → `DeliveryBufferActor` |
+//! | peer (signed) | `GET /peer/snapshot` | snapshot of `StoreActor` (for a node that lost its data) |
 //! | admin (signed) | `POST /admin/fault` | `SetFault` → a `ReplicatorActor` |
 //!
 //! Client requests may carry a `Causal-Context` header; answers to `/put` and
@@ -70,6 +71,11 @@ pub fn configure(cfg: &mut web::ServiceConfig, limits: Limits) {
         .service(
             web::resource("/peer/replicate")
                 .route(web::post().to(replicate))
+                .default_service(web::to(method_not_allowed)),
+        )
+        .service(
+            web::resource("/peer/snapshot")
+                .route(web::get().to(snapshot))
                 .default_service(web::to(method_not_allowed)),
         )
         .service(
@@ -232,6 +238,15 @@ async fn replicate(
         received: ack.received,
         delivered: ack.delivered,
     }))
+}
+
+async fn snapshot(
+    req: HttpRequest,
+    node: web::Data<KvNode>,
+    auth: web::Data<PeerAuth>,
+) -> Result<HttpResponse> {
+    auth.verify(&req, b"")?;
+    Ok(HttpResponse::Ok().json(node.snapshot().await?))
 }
 
 async fn fault(
