@@ -9,6 +9,9 @@
 //! arbitrary headers, among them garbage `Causal-Context` values and forged
 //! `X-Cluster-*` signature headers. After each case:
 //!
+//! The KV routes are `/put`, `/get`, `/status`, `/peer/replicate`,
+//! `/peer/snapshot`, `/admin/fault`, `/health` and `/metrics`.
+//!
 //! * the server answered (no dropped connection) and still serves `/health`;
 //! * every non-2xx answer is a 4xx or a documented 503, with the body
 //!   `{"error": "<string>"}`;
@@ -513,6 +516,12 @@ const KV_ROUTES: &[Route] = &[
         method: "POST",
         path: "/peer/replicate",
         fields: REPLICATE_FIELDS,
+    },
+    Route {
+        service: 0,
+        method: "GET",
+        path: "/peer/snapshot",
+        fields: NONE,
     },
     Route {
         service: 0,
