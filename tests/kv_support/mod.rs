@@ -103,6 +103,8 @@ impl Cluster {
         loop {
             match TcpListener::bind(&self.configs[i].listen_addr) {
                 Ok(l) => {
+                    // Pooled connections to the old incarnation are dead.
+                    self.client = KvClient::new(Duration::from_secs(30));
                     self.nodes[i] = Some(
                         causal_grid::http::kv::start_on(&self.configs[i], l, false)
                             .expect("node restarts"),

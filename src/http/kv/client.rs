@@ -15,6 +15,11 @@ use crate::error::{Error, Result};
 use crate::http::error::ErrorBody;
 use crate::http::kv::wire::{PutRequest, StatusResponse, CAUSAL_CONTEXT};
 
+/// Idle pooled connections are dropped after this, before the server's 5 s
+/// keep-alive closes them: reusing a connection the server has just closed
+/// fails the request ("connector has been disconnected").
+const POOL_KEEP_ALIVE: Duration = Duration::from_secs(3);
+
 #[derive(Clone)]
 pub struct PeerClient {
     client: awc::Client,
@@ -28,6 +33,7 @@ impl PeerClient {
         let client = awc::Client::builder()
             .timeout(timeout)
             .disable_redirects()
+            .connector(awc::Connector::new().conn_keep_alive(POOL_KEEP_ALIVE))
             .finish();
         PeerClient {
             client,
@@ -122,6 +128,7 @@ impl KvClient {
             client: awc::Client::builder()
                 .timeout(timeout)
                 .disable_redirects()
+                .connector(awc::Connector::new().conn_keep_alive(POOL_KEEP_ALIVE))
                 .finish(),
         }
     }
