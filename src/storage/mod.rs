@@ -160,7 +160,7 @@ impl Storage {
         })?;
         let path = dir.join("node.redb");
         let db = Database::builder()
-            .set_cache_size(64 * 1024 * 1024)
+            .set_cache_size(16 * 1024 * 1024)
             .create(&path)
             .map_err(|e| {
                 Error::config(format!(
