@@ -1,0 +1,341 @@
+#!/usr/bin/env bash
+# End-to-end run of the compose stack, through its published ports only.
+#
+#   scripts/e2e-compose.sh
+#
+# 1. builds any missing base image with scripts/airgap-images.sh, the host's
+#    test clients (causal_demo, rush_hour) with cargo, and the stack's image
+#    with compose from the unchanged Dockerfile;
+# 2. starts every service except grafana (which cannot be built without a
+#    registry; tests/monitoring_static.rs checks its side) and waits for every
+#    health check;
+# 3. runs causal_demo; writes on every KV node and reads each write back from
+#    every node with its causal context; runs a short rush_hour and checks that
+#    every substation took sessions;
+# 4. asks Prometheus that every target is up and that every expression of
+#    every dashboard returns at least one series;
+# 5. disconnects one KV node from the network and reconnects it, then stops
+#    and starts another, writing all along, and checks that all nodes converge
+#    (same delivered vector clock and same store); these checks all run even
+#    when one fails;
+# 6. tears the stack down with its volumes, also on failure or Ctrl-C.
+#
+# Skips (exit 0, with a message) when no Docker engine is reachable.
+# Environment:
+#   E2E_COMPOSE      compose command (default: `docker compose` if present,
+#                    else `docker-compose`)
+#   E2E_PROJECT      compose project name (default: causalgride2e)
+#   E2E_RUSH_ARGS    extra rush_hour arguments
+#   E2E_KEEP=1       leave the stack running afterwards (for debugging)
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+START=$(date +%s)
+
+say() { printf '\n== %s\n' "$*"; }
+CHECKED=()
+FAULTS=()
+ok() {
+    CHECKED+=("$*")
+    printf 'ok: %s\n' "$*"
+}
+fail() {
+    printf 'FAILED: %s\n' "$*" >&2
+    exit 1
+}
+
+if ! command -v docker >/dev/null 2>&1 || ! docker info >/dev/null 2>&1; then
+    echo "e2e-compose: skipped: no Docker engine is reachable"
+    exit 0
+fi
+
+if [ -n "${E2E_COMPOSE:-}" ]; then
+    read -r -a COMPOSE <<<"$E2E_COMPOSE"
+elif docker compose version >/dev/null 2>&1; then
+    COMPOSE=(docker compose)
+elif command -v docker-compose >/dev/null 2>&1; then
+    COMPOSE=(docker-compose)
+else
+    fail "neither 'docker compose' nor 'docker-compose' is installed"
+fi
+export COMPOSE_PROJECT_NAME=${E2E_PROJECT:-causalgride2e}
+# The run must not depend on a developer's .env or shell.
+export CLUSTER_SECRET=e2e-cluster-secret-$$
+dc() { "${COMPOSE[@]}" "$@"; }
+
+NODES=(http://localhost:5001 http://localhost:5002 http://localhost:5003)
+ENTRY=http://localhost:6000
+BALANCER=http://localhost:7000
+PROM=http://localhost:9090
+PY=python3
+
+cleanup() {
+    local rc=$?
+    trap - EXIT INT TERM
+    if [ "$rc" -ne 0 ]; then
+        echo
+        echo "== failure diagnostics"
+        dc ps || true
+        dc logs --no-color --tail=40 2>&1 | tail -200 || true
+    fi
+    if [ "${E2E_KEEP:-0}" = 1 ]; then
+        echo "E2E_KEEP=1: leaving the stack up (${COMPOSE[*]} down -v to remove it)"
+    else
+        echo
+        echo "== tearing down (containers, network, volumes)"
+        dc down -v --remove-orphans --timeout 10 >/dev/null 2>&1 || dc down -v --remove-orphans || true
+    fi
+    echo
+    echo "== summary ($(($(date +%s) - START)) s)"
+    local c
+    for c in "${CHECKED[@]}"; do echo "  checked: $c"; done
+    for c in "${FAULTS[@]}"; do echo "  FAILED: $c"; done
+    if [ "$rc" -eq 0 ]; then
+        echo "e2e-compose: passed"
+    else
+        echo "e2e-compose: FAILED (exit $rc)"
+    fi
+    exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# ---------------------------------------------------------------------------
+say "compose: ${COMPOSE[*]} ($("${COMPOSE[@]}" version --short 2>/dev/null || true)), project $COMPOSE_PROJECT_NAME"
+
+for port in 5001 5002 5003 6000 7000 9090; do
+    if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+        fail "port $port is already in use on this machine; stop whatever listens there"
+    fi
+done
+
+say "base images"
+bash scripts/airgap-images.sh
+
+# The dev profile: after `cargo test` (as in CI) these are already built, and
+# a release build would add minutes for clients that send a few hundred
+# requests.
+say "host test clients (cargo build)"
+cargo build --locked --bin causal_demo --bin rush_hour
+BIN=$(cargo metadata --format-version 1 --no-deps | "$PY" -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')/debug
+
+say "image build"
+# Every service of ours runs the one image (causal-grid:latest, from the x-app
+# anchor), so building it for one service builds it for all; Compose 1.29
+# would otherwise repeat the (cached) build once per service.
+t0=$(date +%s)
+dc build node1
+ok "image built from the Dockerfile by ${COMPOSE[*]} build in $(($(date +%s) - t0)) s"
+
+SERVICES=$(dc config --services | grep -vx grafana | tr '\n' ' ')
+say "up: $SERVICES"
+# shellcheck disable=SC2086
+dc up -d --no-build $SERVICES
+
+# ---------------------------------------------------------------------------
+cid() { dc ps -q "$1"; }
+
+# wait_healthy SECONDS SERVICE...: every service's health check passes.
+wait_healthy() {
+    local deadline=$(($(date +%s) + $1)) s state pending
+    shift
+    while :; do
+        pending=()
+        for s in "$@"; do
+            state=$(docker inspect -f '{{if .State.Health}}{{.State.Health.Status}}{{else}}{{.State.Status}}{{end}}' "$(cid "$s")" 2>/dev/null || echo missing)
+            case $state in healthy | running) ;; *) pending+=("$s:$state") ;; esac
+        done
+        [ ${#pending[@]} -eq 0 ] && return 0
+        [ "$(date +%s)" -ge "$deadline" ] && fail "not healthy in time: ${pending[*]}"
+        sleep 2
+    done
+}
+
+# retry SECONDS CMD...: run CMD until it succeeds or the time is up.
+retry() {
+    local deadline=$(($(date +%s) + $1))
+    shift
+    until "$@"; do
+        [ "$(date +%s)" -ge "$deadline" ] && return 1
+        sleep 2
+    done
+}
+
+# shellcheck disable=SC2086
+wait_healthy 180 $SERVICES
+retry 60 curl -fsS -o /dev/null "$PROM/-/ready" || fail "Prometheus is not ready"
+ok "all $(echo "$SERVICES" | wc -w) services up, every health check (--health-check) passing"
+
+# ---------------------------------------------------------------------------
+say "causal_demo"
+"$BIN/causal_demo" || fail "causal_demo failed"
+ok "causal_demo passed against the three containers on ports 5001-5003"
+
+# put NODE_URL KEY VALUE: prints the Causal-Context header of the response.
+put() {
+    local headers
+    headers=$(curl -fsS -D - -o /dev/null -H 'Content-Type: application/json' \
+        -d "{\"key\":\"$2\",\"value\":\"$3\"}" "$1/put") || return 1
+    printf '%s\n' "$headers" | tr -d '\r' | sed -n 's/^[Cc]ausal-[Cc]ontext: *//p'
+}
+# get NODE_URL KEY [CONTEXT]: prints the value.
+get() {
+    local hdr=()
+    [ -n "${3:-}" ] && hdr=(-H "Causal-Context: $3")
+    curl -fsS "${hdr[@]}" "$1/get?key=$2" |
+        "$PY" -c 'import json,sys; print(json.load(sys.stdin)["value"])'
+}
+
+say "KV writes and reads on every node"
+run_id=$$
+for i in 0 1 2; do
+    ctx=$(put "${NODES[$i]}" "e2e-$run_id-$i" "v$i") || fail "put on ${NODES[$i]}"
+    [ -n "$ctx" ] || fail "no Causal-Context header from ${NODES[$i]}/put"
+    for j in 0 1 2; do
+        v=$(get "${NODES[$j]}" "e2e-$run_id-$i" "$ctx") || fail "get e2e-$run_id-$i on ${NODES[$j]}"
+        [ "$v" = "v$i" ] || fail "${NODES[$j]} read $v for a write of v$i on ${NODES[$i]}"
+    done
+done
+ok "a write on each node is read back from every node with its causal context"
+
+# ---------------------------------------------------------------------------
+# prom_query EXPR: prints how many series the instant query returns.
+prom_query() {
+    curl -fsS --data-urlencode "query=$1" "$PROM/api/v1/query" |
+        "$PY" -c 'import json,sys; r=json.load(sys.stdin); assert r["status"]=="success", r; print(len(r["data"]["result"]))'
+}
+
+say "rush hour"
+# shellcheck disable=SC2086
+"$BIN/rush_hour" --target "$ENTRY" ${E2E_RUSH_ARGS:---duration 20 --rate 40 --ramp-up 5 --ramp-down 5 --concurrency 32} ||
+    fail "rush_hour reported errors"
+spread() {
+    local n
+    n=$(prom_query 'sum by (substation) (substation_sessions_started_total) > 0') || return 1
+    [ "$n" -eq 4 ]
+}
+retry 30 spread || fail "not every substation took sessions: $(curl -fsS "$BALANCER/status")"
+ok "rush_hour ran without errors and all 4 substations started sessions"
+
+# ---------------------------------------------------------------------------
+say "Prometheus targets"
+targets_up() {
+    curl -fsS "$PROM/api/v1/targets?state=active" | "$PY" -c '
+import json, sys
+ts = json.load(sys.stdin)["data"]["activeTargets"]
+down = [t["labels"].get("service", t["scrapeUrl"]) + ":" + t["health"] for t in ts if t["health"] != "up"]
+services = {t["labels"].get("service") for t in ts}
+print(len(ts), "targets;", "down:", down or "none", file=sys.stderr)
+sys.exit(1 if down or len(ts) < 10 or None in services else 0)'
+}
+retry 60 targets_up || fail "some Prometheus targets are not up"
+ok "Prometheus: all 10 targets (3 nodes, 4 substations, balancer, entry, itself) up, each labelled by service"
+
+say "dashboard expressions"
+# Grafana's $__rate_interval is at least four scrape intervals (4 x 5 s).
+dashboard_exprs() {
+    "$PY" - grafana/dashboards/*.json <<'PY'
+import json, sys
+for path in sys.argv[1:]:
+    def walk(panels):
+        for p in panels:
+            if p.get("type") == "row":
+                yield from walk(p.get("panels", []))
+            else:
+                yield p
+    for p in walk(json.load(open(path))["panels"]):
+        for t in p.get("targets", []):
+            if t.get("expr"):
+                print(json.dumps([path.split("/")[-1], p["title"], t["expr"].replace("$__rate_interval", "1m")]))
+PY
+}
+empty_exprs() {
+    local line file title expr n missing=0 total=0
+    while IFS= read -r line; do
+        file=$("$PY" -c 'import json,sys; print(json.loads(sys.argv[1])[0])' "$line")
+        title=$("$PY" -c 'import json,sys; print(json.loads(sys.argv[1])[1])' "$line")
+        expr=$("$PY" -c 'import json,sys; print(json.loads(sys.argv[1])[2])' "$line")
+        total=$((total + 1))
+        n=$(prom_query "$expr") || n=error
+        if [ "$n" = error ] || [ "$n" -eq 0 ]; then
+            missing=$((missing + 1))
+            echo "  no series ($n): $file / $title: $expr" >&2
+        fi
+    done < <(dashboard_exprs)
+    echo "  $((total - missing))/$total expressions return series" >&2
+    EXPR_TOTAL=$total
+    [ "$missing" -eq 0 ]
+}
+retry 45 empty_exprs || fail "some dashboard expressions return no series"
+ok "every one of the $EXPR_TOTAL dashboard expressions returns at least one series"
+
+# ---------------------------------------------------------------------------
+# status NODE_URL: the node's delivered clock and store, as canonical JSON.
+status() {
+    curl -fsS --max-time 5 "$1/status" |
+        "$PY" -c 'import json,sys; s=json.load(sys.stdin); print(json.dumps({"vc": s["vc"], "store": s["store"]}, sort_keys=True))'
+}
+# brief NODE_URL: delivered clock and key count, for messages.
+brief() {
+    curl -fsS --max-time 5 "$1/status" |
+        "$PY" -c 'import json,sys; s=json.load(sys.stdin); print("vc %s, %d keys, %s buffered" % (s["vc"], len(s["store"]), s.get("buffered_msgs")))' ||
+        echo unreachable
+}
+all_brief() {
+    local i
+    for i in 0 1 2; do printf 'node%d: %s; ' $((i + 1)) "$(brief "${NODES[$i]}")"; done
+}
+converged() {
+    local a b c
+    a=$(status "${NODES[0]}") && b=$(status "${NODES[1]}") && c=$(status "${NODES[2]}") || return 1
+    [ "$a" = "$b" ] && [ "$b" = "$c" ]
+}
+# write_burst LABEL NODE_URL...: 10 writes spread over the given nodes.
+write_burst() {
+    local label=$1 k
+    shift
+    local urls=("$@")
+    for k in $(seq 0 9); do
+        put "${urls[$((k % ${#urls[@]}))]}" "$label-$k" "$label-$k" >/dev/null ||
+            fail "write $label-$k failed"
+    done
+}
+
+# The fault checks below report and carry on, so one run shows them all.
+fault_failed() {
+    FAULTS+=("$*")
+    printf 'FAILED: %s\n' "$*" >&2
+}
+
+say "disconnect a KV node from the network and reconnect it"
+node2=$(cid node2)
+net=$(docker inspect -f '{{range $k, $v := .NetworkSettings.Networks}}{{$k}} {{end}}' "$node2" | awk '{print $1}')
+docker network disconnect "$net" "$node2"
+write_burst "while-node2-cut-off" "${NODES[0]}" "${NODES[2]}"
+# The compose alias is lost with the endpoint; peers address node2 by it.
+docker network connect --alias node2 "$net" "$node2"
+if retry 60 converged; then
+    ok "node2 cut off from the network while 10 writes landed on node1/node3, reconnected, all three nodes converged (vc and store)"
+else
+    fault_failed "nodes did not converge after node2 was reconnected: $(all_brief)"
+fi
+
+say "stop and start a KV node"
+node3=$(cid node3)
+docker stop -t 10 "$node3" >/dev/null
+write_burst "while-node3-stopped" "${NODES[0]}" "${NODES[1]}"
+docker start "$node3" >/dev/null
+wait_healthy 60 node3
+if retry 60 converged; then
+    ok "node3 stopped while 10 writes landed on node1/node2, started again, all three nodes converged (vc and store)"
+else
+    fault_failed "nodes did not converge after node3 restarted: $(all_brief)"
+fi
+
+if retry 60 targets_up; then
+    ok "Prometheus sees every target up again after the faults"
+else
+    fault_failed "Prometheus targets did not all come back up"
+fi
+
+[ ${#FAULTS[@]} -eq 0 ] || fail "${#FAULTS[@]} fault check(s) failed"
