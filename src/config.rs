@@ -70,6 +70,7 @@ pub fn init_logging() {
 /// | `REPLICATION_BATCH` | most writes per replication request | 512 |
 /// | `PEER_TIMEOUT_MS` | timeout of each replication request | 2000 |
 /// | `RELAY_AFTER_MS` | how long a peer may lag on an origin before others relay it | 1000 |
+/// | `DURABILITY` | `fsync` (group commit, fsync before ack), `eventual` (no fsync before ack), `memory` (nothing on disk) | `fsync` |
 #[derive(Clone)]
 pub struct KvConfig {
     pub node_id: usize,
@@ -86,6 +87,7 @@ pub struct KvConfig {
     pub replication_batch: usize,
     pub peer_timeout_ms: u64,
     pub relay_after_ms: u64,
+    pub durability: crate::storage::SyncPolicy,
 }
 
 impl std::fmt::Debug for KvConfig {
@@ -105,6 +107,7 @@ impl std::fmt::Debug for KvConfig {
             .field("replication_batch", &self.replication_batch)
             .field("peer_timeout_ms", &self.peer_timeout_ms)
             .field("relay_after_ms", &self.relay_after_ms)
+            .field("durability", &self.durability)
             .finish()
     }
 }
@@ -126,6 +129,7 @@ impl KvConfig {
             replication_batch: 512,
             peer_timeout_ms: 2_000,
             relay_after_ms: 1_000,
+            durability: crate::storage::SyncPolicy::Fsync,
         }
     }
 
@@ -149,6 +153,7 @@ impl KvConfig {
             replication_batch: parse_or("REPLICATION_BATCH", d.replication_batch)?,
             peer_timeout_ms: parse_or("PEER_TIMEOUT_MS", d.peer_timeout_ms)?,
             relay_after_ms: parse_or("RELAY_AFTER_MS", d.relay_after_ms)?,
+            durability: parse_or("DURABILITY", d.durability)?,
             ..d
         };
         config.validate()?;

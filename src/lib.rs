@@ -34,5 +34,6 @@ pub mod error;
 pub mod grid;
 pub mod http;
 pub mod metrics;
+pub mod storage;
 
 pub use error::{Error, Result};

@@ -104,3 +104,19 @@ async fn balancer_down_gives_503_with_retry_after_and_recovers() {
     })
     .await;
 }
+
+/// A balancer that accepts connections but never answers: the entry gives
+/// up after its own request timeout with a clean 503, not a hang.
+#[actix_rt::test]
+async fn hung_balancer_gives_503_with_retry_after() {
+    let hole = black_hole();
+    let lb_url = format!("http://{}", hole.local_addr().unwrap());
+    let entry = start_entry(&lb_url, "127.0.0.1:0");
+    let client = client();
+    let target = format!("{}/request_charge", entry.url());
+    // The test client waits up to 10 s, the entry's timeout is 3 s.
+    let (status, retry_after, body) = post(&client, &target, &charge(10.0, 10.0)).await;
+    assert_eq!(status, 503, "{body}");
+    assert!(retry_after);
+    assert!(body["error"].is_string(), "{body}");
+}

@@ -118,6 +118,9 @@ async fn run(args: Args) -> causal_grid::Result<()> {
         r.stop().await;
     }
     for node in &kv_nodes {
+        if let Err(e) = node.flush().await {
+            log::warn!("flushing a KV node failed: {e}");
+        }
         node.shutdown();
     }
     Ok(())

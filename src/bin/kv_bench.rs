@@ -46,8 +46,8 @@ enum What {
         /// Concurrent connections.
         #[arg(long, default_value_t = 64)]
         connections: usize,
-        /// Seconds per phase.
-        #[arg(long, default_value_t = 10)]
+        /// Seconds per phase and round.
+        #[arg(long, default_value_t = 4)]
         seconds: u64,
         /// Client threads.
         #[arg(long, default_value_t = 2)]
@@ -55,9 +55,34 @@ enum What {
         /// Distinct keys written.
         #[arg(long, default_value_t = 100_000)]
         keys: usize,
-        /// First of three consecutive ports for the nodes.
+        /// Rounds of (health, put, get) phases, summed.
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
+        /// First of three consecutive ports for the nodes (the next cluster
+        /// starts 10 ports higher).
         #[arg(long, default_value_t = 25001)]
         base_port: u16,
+        /// Durability policies to compare, one cluster each.
+        #[arg(long, value_delimiter = ',', default_value = "memory,fsync")]
+        durability: Vec<String>,
+    },
+    /// Group commits straight into storage, no network: time per commit.
+    Storage {
+        #[arg(long, default_value_t = 64)]
+        group: usize,
+        #[arg(long, default_value_t = 300)]
+        groups: usize,
+    },
+    /// Memory and disk of nodes holding many keys.
+    Memory {
+        #[arg(long, default_value_t = 1_000_000)]
+        keys: usize,
+        #[arg(long, default_value_t = 64)]
+        connections: usize,
+        #[arg(long, default_value_t = 25101)]
+        base_port: u16,
+        #[arg(long, default_value = "fsync")]
+        durability: String,
     },
 }
 
@@ -72,14 +97,35 @@ fn main() -> ExitCode {
             seconds,
             threads,
             keys,
+            rounds,
             base_port,
-        } => match bench_cluster(connections, seconds, threads, keys, base_port) {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                eprintln!("kv_bench: {e}");
-                ExitCode::FAILURE
-            }
-        },
+            durability,
+        } => report(bench_cluster(
+            connections,
+            seconds,
+            threads,
+            keys,
+            rounds,
+            base_port,
+            &durability,
+        )),
+        What::Storage { group, groups } => report(bench_storage(group, groups)),
+        What::Memory {
+            keys,
+            connections,
+            base_port,
+            durability,
+        } => report(bench_memory(keys, connections, base_port, &durability)),
+    }
+}
+
+fn report(result: Result<(), String>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("kv_bench: {e}");
+            ExitCode::FAILURE
+        }
     }
 }
 
@@ -143,18 +189,59 @@ fn bench_buffer(origins: usize, seed: u64) {
     }
 }
 
-struct Nodes(Vec<Child>);
+struct Nodes {
+    children: Vec<Child>,
+    data: std::path::PathBuf,
+}
 
 impl Drop for Nodes {
     fn drop(&mut self) {
-        for child in &mut self.0 {
+        for child in &mut self.children {
             let _ = child.kill();
             let _ = child.wait();
         }
+        let _ = std::fs::remove_dir_all(&self.data);
     }
 }
 
-fn start_nodes(base_port: u16) -> Result<(Nodes, Vec<String>), String> {
+/// Resident memory of a process, from `/proc` (Linux), in bytes.
+fn rss_bytes(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
+
+fn dir_bytes(dir: &std::path::Path) -> u64 {
+    std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .flatten()
+                .map(|e| match e.metadata() {
+                    Ok(m) if m.is_dir() => dir_bytes(&e.path()),
+                    Ok(m) => m.len(),
+                    Err(_) => 0,
+                })
+                .sum()
+        })
+        .unwrap_or(0)
+}
+
+async fn wait_serving(urls: &[String]) -> Result<(), String> {
+    let client = KvClient::new(Duration::from_secs(5));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    for url in urls {
+        while client.status_of(url, false).await.is_err() {
+            if Instant::now() > deadline {
+                return Err(format!("{url} did not start"));
+            }
+            actix_rt::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    Ok(())
+}
+
+fn start_nodes(base_port: u16, durability: &str) -> Result<(Nodes, Vec<String>), String> {
     let exe = std::env::current_exe().map_err(|e| e.to_string())?;
     let kv_node = exe.with_file_name("kv_node");
     if !kv_node.exists() {
@@ -172,7 +259,7 @@ fn start_nodes(base_port: u16) -> Result<(Nodes, Vec<String>), String> {
         .map(|(i, u)| format!("{i}={u}"))
         .collect::<Vec<_>>()
         .join(",");
-    let data = std::env::temp_dir().join(format!("kv-bench-{}", std::process::id()));
+    let data = std::env::temp_dir().join(format!("kv-bench-{}-{base_port}", std::process::id()));
     let mut children = Vec::new();
     for i in 0..3u16 {
         let child = Command::new(&kv_node)
@@ -181,13 +268,14 @@ fn start_nodes(base_port: u16) -> Result<(Nodes, Vec<String>), String> {
             .env("LISTEN_ADDR", format!("127.0.0.1:{}", base_port + i))
             .env("DATA_DIR", data.join(format!("node{i}")))
             .env("CLUSTER_SECRET", "bench-secret")
+            .env("DURABILITY", durability)
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())
             .spawn()
             .map_err(|e| format!("starting kv_node: {e}"))?;
         children.push(child);
     }
-    Ok((Nodes(children), urls))
+    Ok((Nodes { children, data }, urls))
 }
 
 #[derive(Clone, Copy, PartialEq)]
@@ -306,74 +394,271 @@ fn bench_cluster(
     seconds: u64,
     threads: usize,
     keys: usize,
+    rounds: usize,
     base_port: u16,
+    policies: &[String],
 ) -> Result<(), String> {
-    let (_nodes, urls) = start_nodes(base_port)?;
+    // One 3-node cluster per durability policy, all running side by side;
+    // their phases are interleaved over several rounds and summed, so that
+    // drift in the machine's background load hits every figure alike.
+    let mut clusters = Vec::new();
+    for (i, policy) in policies.iter().enumerate() {
+        clusters.push((
+            policy.clone(),
+            start_nodes(base_port + 10 * i as u16, policy)?,
+        ));
+    }
     let sys = actix_rt::System::new();
-    let client = KvClient::new(Duration::from_secs(30));
-    // Wait for the nodes to serve.
-    let deadline = Instant::now() + Duration::from_secs(20);
-    for url in &urls {
-        while sys.block_on(client.status(url)).is_err() {
-            if Instant::now() > deadline {
-                return Err(format!("{url} did not start"));
+    for (_, (_, urls)) in &clusters {
+        sys.block_on(wait_serving(urls))?;
+    }
+    println!(
+        "3 nodes on loopback per cluster, load on node 0: {connections} connections on {threads} client threads, {rounds} rounds of {seconds} s per phase, {keys} keys, 16-byte values"
+    );
+    let ops = [("health", Op::Health), ("put", Op::Put), ("get", Op::Get)];
+    let mut totals: Vec<Vec<Option<PhaseResult>>> =
+        clusters.iter().map(|_| vec![None, None, None]).collect();
+    let mut converge: Vec<Option<Duration>> = clusters.iter().map(|_| None).collect();
+    for _ in 0..rounds {
+        for (c, (_, (_, urls))) in clusters.iter().enumerate() {
+            for (i, (_, op)) in ops.iter().enumerate() {
+                let r = run_phase(&urls[0], *op, connections, threads, seconds, keys);
+                match &mut totals[c][i] {
+                    Some(t) => {
+                        t.ops += r.ops;
+                        t.errors += r.errors;
+                        t.secs += r.secs;
+                        let _ = t.hist.add(&r.hist);
+                    }
+                    slot => *slot = Some(r),
+                }
+                if *op == Op::Put {
+                    let (t, _, _) = sys.block_on(wait_converged(urls))?;
+                    if converge[c].is_none_or(|old| t > old) {
+                        converge[c] = Some(t);
+                    }
+                }
             }
-            std::thread::sleep(Duration::from_millis(50));
         }
     }
     println!(
-        "3 nodes on loopback, load on node 0: {connections} connections on {threads} client threads, {seconds} s per phase, {keys} keys, 16-byte values"
+        "{:>10} {:>8} {:>10} {:>8} {:>9} {:>9} {:>9} {:>12}",
+        "durability", "phase", "ops/s", "errors", "p50 ms", "p99 ms", "max ms", "vs health"
     );
-    println!(
-        "{:>8} {:>10} {:>8} {:>9} {:>9} {:>9} {:>9}",
-        "phase", "ops/s", "errors", "p50 ms", "p99 ms", "max ms", "ratio"
-    );
-    let mut health_rate = 0.0;
-    let mut converge = None;
-    for (name, op) in [("health", Op::Health), ("put", Op::Put), ("get", Op::Get)] {
-        let r = run_phase(&urls[0], op, connections, threads, seconds, keys);
-        let rate = r.ops as f64 / r.secs;
-        if op == Op::Health {
-            health_rate = rate;
+    let mut put_rates = Vec::new();
+    for (c, (policy, _)) in clusters.iter().enumerate() {
+        let mut health_rate = 0.0;
+        for ((name, op), total) in ops.iter().zip(&totals[c]) {
+            let Some(r) = total else { continue };
+            let rate = r.ops as f64 / r.secs;
+            if *op == Op::Health {
+                health_rate = rate;
+            }
+            if *op == Op::Put {
+                put_rates.push((policy.clone(), rate, r.hist.value_at_quantile(0.99)));
+            }
+            println!(
+                "{:>10} {:>8} {:>10.0} {:>8} {:>9.2} {:>9.2} {:>9.2} {:>12.2}",
+                policy,
+                name,
+                rate,
+                r.errors,
+                r.hist.value_at_quantile(0.5) as f64 / 1000.0,
+                r.hist.value_at_quantile(0.99) as f64 / 1000.0,
+                r.hist.max() as f64 / 1000.0,
+                rate / health_rate
+            );
         }
+        if let Some(t) = converge[c] {
+            println!(
+                "{:>10} replicas converged at most {:.0} ms after a put phase stopped",
+                policy,
+                t.as_secs_f64() * 1000.0
+            );
+        }
+    }
+    if let (Some(base), true) = (put_rates.first(), put_rates.len() > 1) {
+        for (policy, rate, p99) in &put_rates[1..] {
+            println!(
+                "put throughput {policy}/{}: {:.2}; p99 {:.2} ms vs {:.2} ms",
+                base.0,
+                rate / base.1,
+                *p99 as f64 / 1000.0,
+                base.2 as f64 / 1000.0
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Commits `groups` groups of `group` writes (random keys among 100 000,
+/// 16-byte values) per durability policy and reports the time per commit.
+fn bench_storage(group: usize, groups: usize) -> Result<(), String> {
+    use causal_grid::storage::{Storage, SyncPolicy};
+    println!("storage group commits: {groups} groups of {group} writes");
+    for policy in [SyncPolicy::Eventual, SyncPolicy::Fsync] {
+        let dir = std::env::temp_dir().join(format!("kv-bench-storage-{}", std::process::id()));
+        let (storage, _) = Storage::open(&dir, 0, 3, policy).map_err(|e| e.to_string())?;
+        let mut rng = SmallRng::seed_from_u64(7);
+        let mut clock = VClock::zero(3);
+        let mut hist =
+            Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).map_err(|e| e.to_string())?;
+        let start = Instant::now();
+        for _ in 0..groups {
+            let writes: Vec<Write> = (0..group)
+                .map(|_| {
+                    let seq = clock.increment(0);
+                    Write {
+                        origin: 0,
+                        seq,
+                        vc: clock.clone(),
+                        key: format!("key{:08}", rng.gen_range(0..100_000)),
+                        value: format!("{:016}", seq),
+                        ts_ms: 0,
+                    }
+                })
+                .collect();
+            let began = Instant::now();
+            storage
+                .commit(&writes, &clock, None)
+                .map_err(|e| e.to_string())?;
+            let _ = hist.record(began.elapsed().as_micros() as u64);
+        }
+        let secs = start.elapsed().as_secs_f64();
         println!(
-            "{:>8} {:>10.0} {:>8} {:>9.2} {:>9.2} {:>9.2} {:>9.2}",
-            name,
-            rate,
-            r.errors,
-            r.hist.value_at_quantile(0.5) as f64 / 1000.0,
-            r.hist.value_at_quantile(0.99) as f64 / 1000.0,
-            r.hist.max() as f64 / 1000.0,
-            rate / health_rate
+            "{:>9?}: {:.0} writes/s, commit p50 {:.2} ms, p99 {:.2} ms",
+            policy,
+            (groups * group) as f64 / secs,
+            hist.value_at_quantile(0.5) as f64 / 1000.0,
+            hist.value_at_quantile(0.99) as f64 / 1000.0
         );
-        if op == Op::Put {
-            // Time from the end of the load until all replicas agree.
-            let stopped = Instant::now();
-            let deadline = stopped + Duration::from_secs(60);
-            loop {
-                let mut all = Vec::new();
-                for url in &urls {
-                    all.push(
-                        sys.block_on(client.status(url))
-                            .map_err(|e| e.to_string())?,
-                    );
-                }
-                if inspect::converged(&all) {
-                    converge = Some((stopped.elapsed(), all[0].vc.clone(), all[0].keys));
-                    break;
-                }
-                if Instant::now() > deadline {
-                    return Err(format!("no convergence: {}", inspect::describe(&all)));
-                }
-                std::thread::sleep(Duration::from_millis(10));
-            }
-        }
+        drop(storage);
+        let _ = std::fs::remove_dir_all(&dir);
     }
-    if let Some((t, vc, keys)) = converge {
+    Ok(())
+}
+
+/// Loads `keys` distinct keys into node 0 of a 3-node cluster, then reports
+/// each node's resident memory and data directory size once the replicas
+/// agree and the replication logs are trimmed.
+fn bench_memory(
+    keys: usize,
+    connections: usize,
+    base_port: u16,
+    durability: &str,
+) -> Result<(), String> {
+    let (nodes, urls) = start_nodes(base_port, durability)?;
+    let sys = actix_rt::System::new();
+    sys.block_on(wait_serving(&urls))?;
+    let started = Instant::now();
+    let url = urls[0].clone();
+    sys.block_on(async move {
+        let client = awc::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .connector(awc::Connector::new().limit(connections * 2))
+            .finish();
+        let next = std::rc::Rc::new(std::cell::Cell::new(0usize));
+        let mut tasks = Vec::new();
+        for _ in 0..connections {
+            let client = client.clone();
+            let url = url.clone();
+            let next = next.clone();
+            tasks.push(actix_rt::spawn(async move {
+                loop {
+                    let i = next.get();
+                    if i >= keys {
+                        return Ok::<(), String>(());
+                    }
+                    next.set(i + 1);
+                    let resp = client
+                        .post(format!("{url}/put"))
+                        .send_json(&serde_json::json!({"key": format!("key{i:08}"), "value": format!("{i:016}")}))
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    if resp.status() != 200 {
+                        return Err(format!("put answered {}", resp.status()));
+                    }
+                }
+            }));
+        }
+        for t in tasks {
+            t.await.map_err(|e| e.to_string())??;
+        }
+        Ok::<(), String>(())
+    })?;
+    let load_secs = started.elapsed().as_secs_f64();
+    let (t, _, n) = sys.block_on(wait_converged(&urls))?;
+    // Logs are trimmed once every peer has reported delivery (heartbeats).
+    sys.block_on(async {
+        let client = KvClient::new(Duration::from_secs(30));
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let mut trimmed = true;
+            for url in &urls {
+                let s = client
+                    .status_of(url, false)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                trimmed &= s.log_entries == 0;
+            }
+            if trimmed || Instant::now() > deadline {
+                return Ok::<(), String>(());
+            }
+            actix_rt::time::sleep(Duration::from_millis(200)).await;
+        }
+    })?;
+    println!(
+        "{keys} keys of 16-byte values loaded into node 0 in {load_secs:.1} s ({:.0} puts/s), durability {durability}; replicas agreed {:.0} ms after the load ({n} keys each)",
+        keys as f64 / load_secs,
+        t.as_secs_f64() * 1000.0
+    );
+    for (i, child) in nodes.children.iter().enumerate() {
+        let rss = rss_bytes(child.id()).unwrap_or(0);
+        let disk = dir_bytes(&nodes.data.join(format!("node{i}")));
         println!(
-            "replicas converged {:.0} ms after the put load stopped (vc [{vc}], {keys} keys on every node)",
-            t.as_secs_f64() * 1000.0
+            "node {i}: RSS {:.1} MB, data directory {:.1} MB",
+            rss as f64 / 1e6,
+            disk as f64 / 1e6
         );
     }
     Ok(())
+}
+
+/// Time from the end of the load until all replicas agree: polls the clocks
+/// (cheap), then checks the stores themselves once the clocks agree.
+async fn wait_converged(urls: &[String]) -> Result<(Duration, VClock, usize), String> {
+    let stopped = Instant::now();
+    // A client of this system run (a pooled one would hold connections the
+    // nodes closed while the load phases ran on other threads).
+    let client = KvClient::new(Duration::from_secs(30));
+    let deadline = stopped + Duration::from_secs(60);
+    loop {
+        let mut all = Vec::new();
+        for url in urls {
+            all.push(
+                client
+                    .status_of(url, false)
+                    .await
+                    .map_err(|e| e.to_string())?,
+            );
+        }
+        if inspect::clocks_agree(&all) {
+            let elapsed = stopped.elapsed();
+            let mut full = Vec::new();
+            for url in urls {
+                full.push(client.status(url).await.map_err(|e| e.to_string())?);
+            }
+            if !inspect::converged(&full) {
+                return Err(format!(
+                    "same clocks, different stores: {}",
+                    inspect::describe(&full)
+                ));
+            }
+            return Ok((elapsed, all[0].vc.clone(), all[0].keys));
+        }
+        if Instant::now() > deadline {
+            return Err(format!("no convergence: {}", inspect::describe(&all)));
+        }
+        actix_rt::time::sleep(Duration::from_millis(10)).await;
+    }
 }

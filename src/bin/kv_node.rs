@@ -30,14 +30,20 @@ fn main() {
     };
     log::info!("kv_node starting with {config:?}");
     let result = actix_rt::System::new().block_on(async move {
-        let (running, _node) = http::kv::start(&config, true)?;
+        let (running, node) = http::kv::start(&config, true)?;
         log::info!(
             "node {} listening on {} ({} nodes)",
             config.node_id,
             running.addr,
             config.cluster_size()
         );
-        running.wait().await
+        // On SIGTERM/SIGINT the server stops accepting, finishes in-flight
+        // requests, then returns here; the log is flushed before exiting.
+        running.wait().await?;
+        node.flush().await?;
+        log::info!("node {}: log flushed", config.node_id);
+        node.shutdown();
+        Ok::<(), causal_grid::Error>(())
     });
     if let Err(e) = result {
         log::error!("kv_node stopped: {e}");

@@ -92,6 +92,20 @@ impl ReplicationLog {
         out.len() - before
     }
 
+    /// Skips ahead to a clock learnt from a snapshot: an origin whose log
+    /// ends before `clock[origin]` restarts empty after it (the snapshot's
+    /// writes are not individually known, and every peer already has them).
+    pub fn advance_to(&mut self, clock: &VClock) {
+        for (k, log) in self.origins.iter_mut().enumerate() {
+            let last = log.first_seq + log.entries.len() as u64 - 1;
+            if clock.get(k) > last {
+                self.len -= log.entries.len();
+                log.entries.clear();
+                log.first_seq = clock.get(k) + 1;
+            }
+        }
+    }
+
     /// The oldest sequence number of `origin` still held.
     pub fn first_available(&self, origin: NodeId) -> u64 {
         self.origins.get(origin).map(|l| l.first_seq).unwrap_or(1)
@@ -166,5 +180,18 @@ mod tests {
         assert_eq!(out[0].seq, 4);
         // Appending continues after the trimmed prefix.
         assert!(log.append(w(1, 6)));
+    }
+
+    #[test]
+    fn advance_to_skips_origins_behind_a_snapshot() {
+        let mut log = ReplicationLog::new(2);
+        for seq in 1..=3 {
+            log.append(w(0, seq));
+            log.append(w(1, seq));
+        }
+        log.advance_to(&VClock::from_vec(vec![2, 10]));
+        assert_eq!(log.len(), 3, "origin 0 kept, origin 1 skipped");
+        assert!(log.append(w(1, 11)));
+        assert!(log.append(w(0, 4)));
     }
 }

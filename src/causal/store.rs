@@ -38,9 +38,14 @@ pub struct Versioned {
 }
 
 impl Versioned {
-    fn rank(&self) -> (u64, NodeId) {
+    pub fn rank(&self) -> (u64, NodeId) {
         (self.vc.sum(), self.origin)
     }
+}
+
+/// The convergence rule: does `write` replace `current`?
+pub fn wins(write: &Write, current: Option<&Versioned>) -> bool {
+    current.is_none_or(|c| write.rank() > c.rank())
 }
 
 /// Keys, their winning versions, and the applied clock.
@@ -63,10 +68,7 @@ impl Store {
         if write.seq > self.applied.get(write.origin) {
             self.applied.set(write.origin, write.seq);
         }
-        let wins = match self.map.get(&write.key) {
-            Some(current) => write.rank() > current.rank(),
-            None => true,
-        };
+        let wins = wins(write, self.map.get(&write.key));
         if wins {
             self.map.insert(
                 write.key.clone(),
@@ -78,6 +80,27 @@ impl Store {
             );
         }
         wins
+    }
+
+    /// Puts back a version read from storage (recovery).
+    pub fn restore(&mut self, key: String, version: Versioned) {
+        self.map.insert(key, version);
+    }
+
+    /// Merges a version from a peer's snapshot under the convergence rule.
+    pub fn merge_version(&mut self, key: String, version: Versioned) {
+        let newer = self
+            .map
+            .get(&key)
+            .is_none_or(|current| version.rank() > current.rank());
+        if newer {
+            self.map.insert(key, version);
+        }
+    }
+
+    /// Sets the applied clock after a recovery.
+    pub fn set_applied(&mut self, applied: VClock) {
+        self.applied = applied;
     }
 
     pub fn get(&self, key: &str) -> Option<&Versioned> {

@@ -23,7 +23,8 @@
 //! and books the power as in flight; then exactly one of `confirm` (it was
 //! admitted), `refused` (the substation said it is full: its estimate is
 //! raised to its capacity until sessions end or a poll corrects it) or
-//! `unreachable` (marked unhealthy until a poll succeeds) releases the
+//! `unreachable` (marked unhealthy until a poll sent after the failure
+//! succeeds) releases the
 //! reservation. `observe` applies a successful poll, `poll_failed` a failed one.
 //!
 //! Time is logical (`now`, seconds from any origin, non-decreasing); the
@@ -132,6 +133,9 @@ struct View {
     delta_w: f64,
     reserved_w: f64,
     inflight: u32,
+    // When a forward last failed to connect: a poll sent before then says
+    // nothing about whether the substation is back.
+    down_at: f64,
 }
 
 impl View {
@@ -217,6 +221,7 @@ impl Router {
                 delta_w: 0.0,
                 reserved_w: 0.0,
                 inflight: 0,
+                down_at: f64::NEG_INFINITY,
             })
             .collect();
         Router {
@@ -248,7 +253,9 @@ impl Router {
     }
 
     /// Applies a successful poll taken at logical time `at` (when the scrape
-    /// was sent); `now` is the current time.
+    /// was sent); `now` is the current time. The substation becomes healthy
+    /// again unless a forward to it failed after the scrape was sent (an old
+    /// answer arriving late must not re-admit a substation that just died).
     pub fn observe(&mut self, index: usize, sample: &LoadSample, at: f64, now: f64) {
         let v = &mut self.views[index];
         if let Some(prev) = v.sample {
@@ -284,7 +291,9 @@ impl Router {
             .sum();
         v.delta_w = added - gone;
         v.sample = Some(obs);
-        v.healthy = true;
+        if at >= v.down_at {
+            v.healthy = true;
+        }
     }
 
     /// A poll failed: no traffic until one succeeds.
@@ -368,10 +377,12 @@ impl Router {
         }
     }
 
-    /// The substation could not be reached: no traffic until a poll succeeds.
-    pub fn unreachable(&mut self, ticket: &Ticket) {
+    /// The substation could not be reached at `now`: no traffic until a poll
+    /// sent after `now` succeeds.
+    pub fn unreachable(&mut self, ticket: &Ticket, now: f64) {
         let v = self.release(ticket);
         v.healthy = false;
+        v.down_at = v.down_at.max(now);
     }
 
     /// The request failed for another reason (e.g. a 4xx): just release.
@@ -519,11 +530,39 @@ mod tests {
         let other = 1 - t.index;
         let t2 = r.reserve(10_000.0, &[], 0.0).unwrap();
         assert_eq!(t2.index, other);
-        r.unreachable(&t2);
+        r.unreachable(&t2, 0.5);
         assert!(!r.is_healthy(other));
-        assert!(r.reserve(10_000.0, &[], 0.0).is_none());
+        assert!(r.reserve(10_000.0, &[], 0.5).is_none());
         r.observe(other, &sample(0.0, 100_000.0), 1.0, 1.0);
         assert_eq!(r.reserve(10_000.0, &[], 1.0).unwrap().index, other);
+    }
+
+    #[test]
+    fn a_late_answer_to_an_older_poll_does_not_readmit() {
+        let mut r = router(&[100_000.0]);
+        let t = r.reserve(10_000.0, &[], 2.0).unwrap();
+        r.unreachable(&t, 2.5);
+        // Scraped at 2.4, before the failure, answered after it.
+        r.observe(0, &sample(0.0, 100_000.0), 2.4, 2.6);
+        assert!(!r.is_healthy(0));
+        assert!(r.reserve(10_000.0, &[], 2.6).is_none());
+        // The next poll, sent after the failure, re-admits it.
+        r.observe(0, &sample(0.0, 100_000.0), 3.0, 3.0);
+        assert!(r.is_healthy(0));
+        assert!(r.reserve(10_000.0, &[], 3.0).is_some());
+    }
+
+    #[test]
+    fn a_failed_poll_ejects_and_the_next_success_readmits() {
+        let mut r = router(&[100_000.0, 100_000.0]);
+        r.poll_failed(0);
+        for k in 0..20 {
+            let t = r.reserve(1_000.0, &[], 1.0 + k as f64).unwrap();
+            assert_eq!(t.index, 1, "ejected substation chosen");
+            r.abandoned(&t);
+        }
+        r.observe(0, &sample(0.0, 100_000.0), 30.0, 30.0);
+        assert!(r.is_healthy(0));
     }
 
     proptest! {

@@ -160,3 +160,101 @@ pub async fn burst(
         .collect()
         .await
 }
+
+/// A TCP relay in front of a service that can be frozen: while frozen it
+/// accepts connections and reads requests but forwards nothing, like a
+/// process that has stopped (SIGSTOP, a stuck disk, a full run queue)
+/// without closing its sockets. Thawing forwards what was held.
+pub struct Relay {
+    pub addr: std::net::SocketAddr,
+    frozen: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Relay {
+    /// A relay on an ephemeral loopback port towards `target` (`host:port`).
+    pub fn start(target: std::net::SocketAddr) -> Relay {
+        use std::sync::atomic::AtomicBool;
+        use std::sync::Arc;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind relay");
+        let addr = listener.local_addr().expect("relay address");
+        let frozen = Arc::new(AtomicBool::new(false));
+        let flag = Arc::clone(&frozen);
+        std::thread::spawn(move || {
+            for inbound in listener.incoming() {
+                let Ok(inbound) = inbound else { return };
+                let Ok(outbound) = std::net::TcpStream::connect(target) else {
+                    continue;
+                };
+                let (a, b) = (inbound.try_clone(), outbound.try_clone());
+                let (Ok(a), Ok(b)) = (a, b) else { continue };
+                let (f1, f2) = (Arc::clone(&flag), Arc::clone(&flag));
+                std::thread::spawn(move || pump(inbound, b, &f1));
+                std::thread::spawn(move || pump(outbound, a, &f2));
+            }
+        });
+        Relay { addr, frozen }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Stop forwarding (connections stay open, nothing is answered).
+    pub fn freeze(&self) {
+        self.frozen.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Forward again, starting with whatever was held.
+    pub fn thaw(&self) {
+        self.frozen
+            .store(false, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// Copies `from` to `to`, holding data while `frozen` is set.
+fn pump(
+    mut from: std::net::TcpStream,
+    mut to: std::net::TcpStream,
+    frozen: &std::sync::atomic::AtomicBool,
+) {
+    use std::io::{Read, Write};
+    let mut buf = [0u8; 16 * 1024];
+    loop {
+        let n = match from.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        // A helper thread outside the actix runtime: waiting here blocks
+        // nothing but this one connection.
+        while frozen.load(std::sync::atomic::Ordering::SeqCst) {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        if to.write_all(&buf[..n]).is_err() {
+            break;
+        }
+    }
+    let _ = to.shutdown(std::net::Shutdown::Write);
+}
+
+/// A listener that completes TCP handshakes (the kernel does that for the
+/// backlog) but never reads or answers: a hung service.
+pub fn black_hole() -> std::net::TcpListener {
+    std::net::TcpListener::bind("127.0.0.1:0").expect("bind black hole")
+}
+
+/// The `substation` of each answer, counted.
+pub fn by_substation(answers: &[(u16, bool, Value)]) -> std::collections::BTreeMap<String, usize> {
+    let mut counts = std::collections::BTreeMap::new();
+    for (_, _, body) in answers {
+        if let Some(s) = body["substation"].as_str() {
+            *counts.entry(s.to_string()).or_insert(0) += 1;
+        }
+    }
+    counts
+}
+
+/// Whether the balancer's `/status` shows substation `index` healthy.
+pub async fn is_healthy(client: &awc::Client, lb: &str, index: usize) -> Option<bool> {
+    let s = get_json(client, &format!("{lb}/status")).await?;
+    s["substations"][index]["healthy"].as_bool()
+}

@@ -90,6 +90,12 @@ impl Cluster {
         }
     }
 
+    /// Deletes node `i`'s data directory (the node must be stopped).
+    pub fn wipe(&self, i: usize) {
+        assert!(self.nodes[i].is_none(), "stop node {i} first");
+        let _ = std::fs::remove_dir_all(&self.configs[i].data_dir);
+    }
+
     /// Starts node `i` again on the same address and data directory.
     pub async fn restart(&mut self, i: usize) {
         assert!(self.nodes[i].is_none(), "node {i} is running");
@@ -97,6 +103,8 @@ impl Cluster {
         loop {
             match TcpListener::bind(&self.configs[i].listen_addr) {
                 Ok(l) => {
+                    // Pooled connections to the old incarnation are dead.
+                    self.client = KvClient::new(Duration::from_secs(30));
                     self.nodes[i] = Some(
                         causal_grid::http::kv::start_on(&self.configs[i], l, false)
                             .expect("node restarts"),

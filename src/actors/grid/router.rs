@@ -122,7 +122,7 @@ impl Handler<LoadSampled> for RouterActor {
         if old != new {
             self.forget_label(&old);
         }
-        if !was_healthy {
+        if !was_healthy && self.router.is_healthy(msg.index) {
             log::info!("{} ({}) is healthy", new, self.urls[msg.index]);
         }
     }
@@ -171,7 +171,7 @@ impl Handler<Settle> for RouterActor {
                 self.router.confirm(&msg.ticket, ends_in_s, seq, now)
             }
             Settlement::Refused => self.router.refused(&msg.ticket),
-            Settlement::Unreachable => self.router.unreachable(&msg.ticket),
+            Settlement::Unreachable => self.router.unreachable(&msg.ticket, now),
             Settlement::Abandoned => self.router.abandoned(&msg.ticket),
         }
     }

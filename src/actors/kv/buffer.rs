@@ -3,34 +3,41 @@
 //! Peers' batches arrive here; writes that are causally ready go on to
 //! `ClockActor` in delivery order (one `Deliver` per batch, FIFO), the rest
 //! wait. The node's own writes never wait, but the buffer must learn of them
-//! (`LocalDelivered`) because peers' writes may depend on them.
+//! (`Durable`) because peers' writes may depend on them.
+//!
+//! Acknowledgements report two clocks: `received` (delivered or waiting
+//! here), which tells the sender where to resume, and `delivered`, which is
+//! only what is durable, because senders trim their logs by it.
 
 use actix::prelude::*;
 
 use super::clock::ClockActor;
-use super::messages::{Ack, BufferView, Deliver, GetBufferView, LocalDelivered, Replicate};
+use super::messages::{Ack, BufferView, Deliver, Durable, GetBufferView, Replicate};
 use super::metrics::KvMetrics;
-use crate::causal::{DeliveryBuffer, NodeId, Offered};
+use crate::causal::{DeliveryBuffer, NodeId, Offered, VClock};
 use crate::error::{Error, Result};
 
 pub struct DeliveryBufferActor {
     me: NodeId,
     buffer: DeliveryBuffer,
+    durable: VClock,
     clock: Addr<ClockActor>,
     metrics: KvMetrics,
 }
 
 impl DeliveryBufferActor {
+    /// A buffer for a node that has durably delivered `delivered`.
     pub fn new(
         me: NodeId,
-        n: usize,
+        delivered: VClock,
         capacity: usize,
         clock: Addr<ClockActor>,
         metrics: KvMetrics,
     ) -> Self {
         DeliveryBufferActor {
             me,
-            buffer: DeliveryBuffer::new(n, capacity),
+            buffer: DeliveryBuffer::with_delivered(delivered.clone(), capacity),
+            durable: delivered,
             clock,
             metrics,
         }
@@ -60,16 +67,6 @@ impl Handler<Replicate> for DeliveryBufferActor {
         let mut ready = Vec::new();
         let mut refused = None;
         for write in msg.writes {
-            if write.origin == self.me && write.seq > self.buffer.delivered().get(self.me) {
-                // A peer claims a write of ours that we never made: our state
-                // is behind the cluster's (the node lost its data). Refuse
-                // rather than deliver our own future.
-                refused = Some(Error::invalid(format!(
-                    "write {}:{} is ahead of this node's own sequence",
-                    write.origin, write.seq
-                )));
-                continue;
-            }
             log::debug!(
                 "node {}: offered {}:{} vc {} from {from}; delivered {}",
                 self.me,
@@ -97,18 +94,23 @@ impl Handler<Replicate> for DeliveryBufferActor {
             Some(e) => Err(e),
             None => Ok(Ack {
                 received: self.buffer.received(),
-                delivered: self.buffer.delivered().clone(),
+                delivered: self.durable.clone(),
             }),
         }
     }
 }
 
-impl Handler<LocalDelivered> for DeliveryBufferActor {
+impl Handler<Durable> for DeliveryBufferActor {
     type Result = ();
 
-    fn handle(&mut self, msg: LocalDelivered, _: &mut Self::Context) {
+    fn handle(&mut self, msg: Durable, _: &mut Self::Context) {
         let mut ready = Vec::new();
-        self.buffer.advance(self.me, msg.seq, &mut ready);
+        // Normally only our own entry moves here (others were delivered by
+        // this buffer already); after a snapshot every entry may.
+        for k in 0..msg.delivered.len() {
+            self.buffer.advance(k, msg.delivered.get(k), &mut ready);
+        }
+        self.durable.merge(&msg.delivered);
         self.forward(ready);
     }
 }

@@ -54,13 +54,14 @@ pub struct GetDone {
     pub context: VClock,
 }
 
-/// Writes to apply, in causal order. Sent by `ClockActor` only (one sender,
-/// FIFO), with a reply channel for local writes whose client is waiting.
+/// Durable writes to apply, in causal order. Sent by `ClockActor` only (one
+/// sender, FIFO) after each group commit, with the reply channels of the
+/// local writes in the group whose clients are waiting.
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct Apply {
     pub writes: Vec<Write>,
-    pub reply: Option<oneshot::Sender<VClock>>,
+    pub replies: Vec<oneshot::Sender<VClock>>,
 }
 
 /// A batch of writes from a peer. Sent by the `/peer/replicate` handler to
@@ -89,12 +90,14 @@ pub struct Deliver {
     pub writes: Vec<Write>,
 }
 
-/// The node delivered its own write `seq`. Sent by `ClockActor` to
-/// `DeliveryBufferActor` so peers' writes that depend on it can drain.
+/// Everything up to `delivered` is durable. Sent by `ClockActor` to
+/// `DeliveryBufferActor` after each group commit: the buffer learns of the
+/// node's own writes (peers' writes may depend on them) and acknowledges to
+/// senders only what is durable.
 #[derive(Message)]
 #[rtype(result = "()")]
-pub struct LocalDelivered {
-    pub seq: u64,
+pub struct Durable {
+    pub delivered: VClock,
 }
 
 /// New writes exist (or the clock moved). Sent by `ClockActor` to every
@@ -156,14 +159,18 @@ pub struct PeerView {
     pub fault: Option<FaultKind>,
 }
 
-/// Ask `StoreActor` for a snapshot of the store (for `/status`).
+/// Ask `StoreActor` for a snapshot of the store (for `/status`); without
+/// `entries`, only the clock and the key count (cheap on a large store).
 #[derive(Message)]
 #[rtype(result = "StoreSnapshot")]
-pub struct GetStoreSnapshot;
+pub struct GetStoreSnapshot {
+    pub entries: bool,
+}
 
 #[derive(Debug, Clone)]
 pub struct StoreSnapshot {
     pub applied: VClock,
+    pub keys: usize,
     pub entries: Vec<(String, Versioned)>,
 }
 
@@ -194,3 +201,34 @@ pub struct ClockView {
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct Stop;
+
+/// A peer's consistent snapshot: its delivered clock and every key's
+/// winning version. Fetched by a `ReplicatorActor` when `ClockActor` asks
+/// (`FetchSnapshot`) and sent to `ClockActor` to install.
+#[derive(Message, Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[rtype(result = "()")]
+pub struct InstallSnapshot {
+    pub delivered: VClock,
+    pub entries: Vec<(String, Versioned)>,
+}
+
+/// Fetch the peer's snapshot. Sent by `ClockActor` to one replicator when the
+/// node started empty and that peer has delivered writes it lacks.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct FetchSnapshot;
+
+/// Merge snapshot versions into the store. Sent by `ClockActor` after the
+/// snapshot is durable, before the `Apply` of the same group.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Restore {
+    pub entries: Vec<(String, Versioned)>,
+    pub delivered: VClock,
+}
+
+/// Make everything delivered so far durable, with an fsync whatever the
+/// policy. Sent by `KvNode::flush` on graceful shutdown.
+#[derive(Message)]
+#[rtype(result = "Result<()>")]
+pub struct Flush;

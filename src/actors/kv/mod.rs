@@ -17,6 +17,7 @@ pub mod metrics;
 pub mod replicator;
 pub mod store;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use actix::prelude::*;
@@ -36,6 +37,7 @@ use crate::causal::StreamConfig;
 use crate::config::KvConfig;
 use crate::error::{Error, Result};
 use crate::http::kv::wire::{FaultRequest, PeerStatus, StatusResponse, StoredValue};
+use crate::storage::{Recovered, Storage, SyncPolicy};
 
 /// Most requests that may wait for a causal context at once.
 const MAX_WAITERS: usize = 10_000;
@@ -66,14 +68,37 @@ impl KvNode {
         let metrics = KvMetrics::new(&registry)?;
         let wait_timeout = Duration::from_millis(config.causal_wait_timeout_ms);
 
+        // Recover durable state first (blocking I/O, before anything serves).
+        let (storage, recovered) = match config.durability {
+            SyncPolicy::Memory => (None, Recovered::empty(n)),
+            policy => {
+                let (s, r) = Storage::open(&config.data_dir, me, n, policy)?;
+                (Some(Arc::new(s)), r)
+            }
+        };
+        if !recovered.fresh {
+            log::info!(
+                "node {me}: recovered delivered clock [{}], {} keys, {} unstable writes",
+                recovered.delivered,
+                recovered.store.len(),
+                recovered.log.len()
+            );
+        }
+        let Recovered {
+            delivered,
+            store,
+            log: replication_log,
+            fresh,
+        } = recovered;
+
         // ClockActor and the others hold each other's addresses: create its
         // context first so its address exists before it starts.
         let clock_ctx: Context<ClockActor> = Context::new();
         let clock = clock_ctx.address();
-        let store = StoreActor::new(n, wait_timeout, MAX_WAITERS, metrics.clone()).start();
+        let store = StoreActor::new(store, wait_timeout, MAX_WAITERS, metrics.clone()).start();
         let buffer = DeliveryBufferActor::new(
             me,
-            n,
+            delivered.clone(),
             config.buffer_capacity,
             clock.clone(),
             metrics.clone(),
@@ -105,15 +130,24 @@ impl KvNode {
                 })
             })
             .collect();
+        for r in replicators.iter().flatten() {
+            r.do_send(messages::Wake {
+                delivered: delivered.clone(),
+            });
+        }
         clock_ctx.run(ClockActor::new(ClockParts {
             me,
             n,
+            delivered: delivered.clone(),
+            log: replication_log,
+            storage,
+            fresh,
             max_log: config.max_log_entries,
             wait_timeout,
             max_waiters: MAX_WAITERS,
             store: store.clone(),
             buffer: buffer.clone(),
-            replicators: replicators.iter().flatten().cloned().collect(),
+            replicators: replicators.clone(),
             metrics: metrics.clone(),
         }));
         Ok(KvNode {
@@ -128,9 +162,15 @@ impl KvNode {
         })
     }
 
-    /// Everything `/status` shows, gathered from the actors.
-    pub async fn status(&self) -> Result<StatusResponse> {
-        let snapshot = self.store.send(GetStoreSnapshot).await?;
+    /// Everything `/status` shows, gathered from the actors; `with_store`
+    /// false leaves `store` empty (`keys` still counts them).
+    pub async fn status(&self, with_store: bool) -> Result<StatusResponse> {
+        let snapshot = self
+            .store
+            .send(GetStoreSnapshot {
+                entries: with_store,
+            })
+            .await?;
         let buffer = self.buffer.send(GetBufferView).await?;
         let clock = self.clock.send(GetClockView).await?;
         let mut peers = Vec::new();
@@ -151,7 +191,7 @@ impl KvNode {
             node: self.id,
             cluster_size: self.cluster_size,
             vc: snapshot.applied,
-            keys: snapshot.entries.len(),
+            keys: snapshot.keys,
             store: snapshot
                 .entries
                 .into_iter()
@@ -169,6 +209,23 @@ impl KvNode {
             log_entries: clock.log_entries,
             peers,
         })
+    }
+
+    /// A consistent snapshot of the store (durable writes only), for a peer
+    /// that lost its data.
+    pub async fn snapshot(&self) -> Result<messages::InstallSnapshot> {
+        let snapshot = self.store.send(GetStoreSnapshot { entries: true }).await?;
+        Ok(messages::InstallSnapshot {
+            delivered: snapshot.applied,
+            entries: snapshot.entries,
+        })
+    }
+
+    /// Graceful shutdown: waits for the running group commit and makes
+    /// everything delivered so far durable (with an fsync, whatever the
+    /// policy). Call after the HTTP server has stopped.
+    pub async fn flush(&self) -> Result<()> {
+        self.clock.send(messages::Flush).await?
     }
 
     /// Stops every actor of the node (after its HTTP server has stopped).

@@ -13,7 +13,9 @@ use std::time::{Duration, Instant};
 use actix::prelude::*;
 
 use super::clock::ClockActor;
-use super::messages::{GetPeerView, PeerProgress, PeerView, ReadBatch, SetFault, Wake};
+use super::messages::{
+    FetchSnapshot, GetPeerView, InstallSnapshot, PeerProgress, PeerView, ReadBatch, SetFault, Wake,
+};
 use super::metrics::KvMetrics;
 use crate::auth::Signer;
 use crate::causal::{NodeId, PeerStream, StreamConfig, VClock};
@@ -204,6 +206,27 @@ impl Handler<SetFault> for ReplicatorActor {
                 self.stream.clear_fault();
             }
         }
+    }
+}
+
+impl Handler<FetchSnapshot> for ReplicatorActor {
+    type Result = ();
+
+    fn handle(&mut self, _: FetchSnapshot, ctx: &mut Self::Context) {
+        let client = self.client.clone();
+        let url = self.url.clone();
+        let fetch = async move { client.get::<InstallSnapshot>(&url, "/peer/snapshot").await };
+        ctx.spawn(fetch.into_actor(self).map(|res, act, ctx| match res {
+            Ok(snapshot) => act.clock.do_send(snapshot),
+            Err(e) => {
+                log::warn!(
+                    "node {}: snapshot from peer {} failed, retrying: {e}",
+                    act.me,
+                    act.peer
+                );
+                ctx.notify_later(FetchSnapshot, Duration::from_secs(1));
+            }
+        }));
     }
 }
 

@@ -9,7 +9,7 @@ use std::time::Duration;
 use actix::prelude::*;
 use tokio::sync::oneshot;
 
-use super::messages::{Apply, Get, GetDone, GetStoreSnapshot, StoreSnapshot};
+use super::messages::{Apply, Get, GetDone, GetStoreSnapshot, Restore, StoreSnapshot};
 use super::metrics::KvMetrics;
 use crate::causal::session::Waiters;
 use crate::causal::{Store, VClock};
@@ -23,9 +23,14 @@ pub struct StoreActor {
 }
 
 impl StoreActor {
-    pub fn new(n: usize, wait_timeout: Duration, max_waiters: usize, metrics: KvMetrics) -> Self {
+    pub fn new(
+        store: Store,
+        wait_timeout: Duration,
+        max_waiters: usize,
+        metrics: KvMetrics,
+    ) -> Self {
         StoreActor {
-            store: Store::new(n),
+            store,
             waiters: Waiters::new(max_waiters),
             wait_timeout,
             metrics,
@@ -65,9 +70,25 @@ impl Handler<Apply> for StoreActor {
         for waiter in self.waiters.release(self.store.applied()) {
             let _ = waiter.send(());
         }
-        if let Some(reply) = msg.reply {
+        for reply in msg.replies {
             // The client may have gone; that is not an error here.
             let _ = reply.send(self.store.applied().clone());
+        }
+    }
+}
+
+impl Handler<Restore> for StoreActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: Restore, _: &mut Self::Context) {
+        for (key, version) in msg.entries {
+            self.store.merge_version(key, version);
+        }
+        let mut applied = self.store.applied().clone();
+        applied.merge(&msg.delivered);
+        self.store.set_applied(applied);
+        for waiter in self.waiters.release(self.store.applied()) {
+            let _ = waiter.send(());
         }
     }
 }
@@ -137,15 +158,19 @@ impl Handler<Get> for StoreActor {
 impl Handler<GetStoreSnapshot> for StoreActor {
     type Result = MessageResult<GetStoreSnapshot>;
 
-    fn handle(&mut self, _: GetStoreSnapshot, _: &mut Self::Context) -> Self::Result {
-        let mut entries: Vec<_> = self
-            .store
-            .iter()
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect();
+    fn handle(&mut self, msg: GetStoreSnapshot, _: &mut Self::Context) -> Self::Result {
+        let mut entries: Vec<_> = match msg.entries {
+            true => self
+                .store
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+            false => Vec::new(),
+        };
         entries.sort_by(|a, b| a.0.cmp(&b.0));
         MessageResult(StoreSnapshot {
             applied: self.store.applied().clone(),
+            keys: self.store.len(),
             entries,
         })
     }

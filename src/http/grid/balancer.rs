@@ -71,11 +71,17 @@ impl BalancerConfig {
         })
     }
 
-    /// The deadline of one poll: most of an interval, within [100 ms, 800 ms].
+    /// The deadline of one poll: 80% of an interval, within [100 ms, 800 ms],
+    /// and never longer than the interval itself.
+    ///
+    /// That last bound is what ejects a substation that stops answering within
+    /// two intervals: a poll is sent at most one interval after it stopped
+    /// (or one was already in flight), and that poll fails within one more.
     pub fn poll_timeout(&self) -> Duration {
         self.poll_interval
             .mul_f64(0.8)
             .clamp(Duration::from_millis(100), Duration::from_millis(800))
+            .min(self.poll_interval)
     }
 }
 
@@ -161,5 +167,21 @@ mod tests {
         );
         assert!(parse_substations(" , ").is_err());
         assert!(parse_substations("a:1").is_err());
+    }
+
+    #[test]
+    fn a_poll_never_outlives_its_interval() {
+        for ms in [1, 10, 50, 99, 100, 125, 200, 1000, 5000, 60_000] {
+            let cfg = BalancerConfig {
+                listen_addr: "127.0.0.1:0".into(),
+                substations: vec!["http://a:1".into()],
+                poll_interval: Duration::from_millis(ms),
+                seed: None,
+            };
+            let t = cfg.poll_timeout();
+            assert!(t <= cfg.poll_interval, "{ms} ms: timeout {t:?}");
+            assert!(t <= Duration::from_millis(800), "{ms} ms: timeout {t:?}");
+            assert!(t >= Duration::from_millis(ms.min(100)), "{ms} ms: {t:?}");
+        }
     }
 }

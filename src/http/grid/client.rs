@@ -55,7 +55,9 @@ pub async fn post_charge(client: &awc::Client, url: &str, req: &ChargeRequest) -
     let status = resp.status();
     let body = match resp.body().limit(MAX_BODY).await {
         Ok(b) => b,
-        Err(e) => return Forwarded::Failed(format!("reading response: {e}")),
+        // The connection broke mid-answer: as good as unreachable (a
+        // substation killed while answering lands here).
+        Err(e) => return Forwarded::Unreachable(format!("reading response: {e}")),
     };
     if status.is_success() {
         return match serde_json::from_slice::<ChargeGranted>(&body) {

@@ -15,6 +15,11 @@ use crate::error::{Error, Result};
 use crate::http::error::ErrorBody;
 use crate::http::kv::wire::{PutRequest, StatusResponse, CAUSAL_CONTEXT};
 
+/// Idle pooled connections are dropped after this, before the server's 5 s
+/// keep-alive closes them: reusing a connection the server has just closed
+/// fails the request ("connector has been disconnected").
+const POOL_KEEP_ALIVE: Duration = Duration::from_secs(3);
+
 #[derive(Clone)]
 pub struct PeerClient {
     client: awc::Client,
@@ -28,6 +33,7 @@ impl PeerClient {
         let client = awc::Client::builder()
             .timeout(timeout)
             .disable_redirects()
+            .connector(awc::Connector::new().conn_keep_alive(POOL_KEEP_ALIVE))
             .finish();
         PeerClient {
             client,
@@ -45,13 +51,30 @@ impl PeerClient {
         body: &T,
     ) -> Result<R> {
         let bytes = serde_json::to_vec(body).map_err(Error::internal)?;
+        self.call("POST", base_url, path, bytes).await
+    }
+
+    /// GETs `base_url` + `path`, signed, and decodes the JSON answer.
+    pub async fn get<R: DeserializeOwned>(&self, base_url: &str, path: &str) -> Result<R> {
+        self.call("GET", base_url, path, Vec::new()).await
+    }
+
+    async fn call<R: DeserializeOwned>(
+        &self,
+        method: &str,
+        base_url: &str,
+        path: &str,
+        bytes: Vec<u8>,
+    ) -> Result<R> {
         let signed = self
             .signer
-            .sign("POST", path, &self.identity, auth::now_ms(), &bytes);
+            .sign(method, path, &self.identity, auth::now_ms(), &bytes);
         let url = format!("{}{}", base_url.trim_end_matches('/'), path);
-        let mut resp = self
-            .client
-            .post(&url)
+        let request = match method {
+            "GET" => self.client.get(&url),
+            _ => self.client.post(&url),
+        };
+        let mut resp = request
             .insert_header(("content-type", "application/json"))
             .insert_header((auth::HEADER_NODE, signed.node))
             .insert_header((auth::HEADER_TIMESTAMP, signed.timestamp_ms.to_string()))
@@ -63,7 +86,7 @@ impl PeerClient {
         let status = resp.status();
         let body = resp
             .body()
-            .limit(16 * 1024 * 1024)
+            .limit(1024 * 1024 * 1024)
             .await
             .map_err(|e| Error::unavailable(format!("{url}: reading answer: {e}")))?;
         if status.is_success() {
@@ -105,6 +128,7 @@ impl KvClient {
             client: awc::Client::builder()
                 .timeout(timeout)
                 .disable_redirects()
+                .connector(awc::Connector::new().conn_keep_alive(POOL_KEEP_ALIVE))
                 .finish(),
         }
     }
@@ -173,7 +197,16 @@ impl KvClient {
 
     /// `GET /status`, decoded.
     pub async fn status(&self, base: &str) -> Result<StatusResponse> {
-        let url = format!("{}/status", base.trim_end_matches('/'));
+        self.status_of(base, true).await
+    }
+
+    /// `GET /status`, with or without the key map.
+    pub async fn status_of(&self, base: &str, with_store: bool) -> Result<StatusResponse> {
+        let url = format!(
+            "{}/status{}",
+            base.trim_end_matches('/'),
+            if with_store { "" } else { "?store=false" }
+        );
         let answer = Self::answer(&url, self.client.get(&url).send().await).await?;
         if answer.status != 200 {
             return Err(Error::unavailable(format!(

@@ -31,6 +31,17 @@ pub fn converged(statuses: &[StatusResponse]) -> bool {
         .all(|s| s.buffered_msgs == 0 && s.vc == first.vc && s.store == first.store)
 }
 
+/// True when every snapshot has the same delivered clock and key count and
+/// nothing is buffered: the cheap pre-check on `?store=false` snapshots.
+pub fn clocks_agree(statuses: &[StatusResponse]) -> bool {
+    let Some(first) = statuses.first() else {
+        return true;
+    };
+    statuses
+        .iter()
+        .all(|s| s.buffered_msgs == 0 && s.vc == first.vc && s.keys == first.keys)
+}
+
 /// A one-line summary of where the snapshots differ (for logs).
 pub fn describe(statuses: &[StatusResponse]) -> String {
     statuses
@@ -38,10 +49,7 @@ pub fn describe(statuses: &[StatusResponse]) -> String {
         .map(|s| {
             format!(
                 "node {}: vc={} keys={} buffered={}",
-                s.node,
-                s.vc,
-                s.store.len(),
-                s.buffered_msgs
+                s.node, s.vc, s.keys, s.buffered_msgs
             )
         })
         .collect::<Vec<_>>()

@@ -4,9 +4,10 @@
 //! |---|---|---|
 //! | client | `POST /put` | `Put` → `ClockActor` |
 //! | client | `GET /get?key=` | `Get` → `StoreActor` |
-//! | client | `GET /status` | status gathered by `KvNode::status` |
+//! | client | `GET /status[?store=false]` | status gathered by `KvNode::status` |
 //! | ops | `GET /health`, `GET /metrics` | — |
 //! | peer (signed) | `POST /peer/replicate` | `Replicate` → `DeliveryBufferActor` |
+//! | peer (signed) | `GET /peer/snapshot` | snapshot of `StoreActor` (for a node that lost its data) |
 //! | admin (signed) | `POST /admin/fault` | `SetFault` → a `ReplicatorActor` |
 //!
 //! Client requests may carry a `Causal-Context` header; answers to `/put` and
@@ -21,7 +22,7 @@ use actix_web::{web, HttpRequest, HttpResponse, HttpServer, ResponseError};
 
 use self::wire::{
     FaultRequest, GetQuery, GetResponse, Limits, PutRequest, PutResponse, ReplicateAck,
-    ReplicateRequest, CAUSAL_CONTEXT,
+    ReplicateRequest, StatusQuery, CAUSAL_CONTEXT,
 };
 use crate::actors::kv::messages::{Get, Put, Replicate};
 use crate::actors::kv::KvNode;
@@ -70,6 +71,11 @@ pub fn configure(cfg: &mut web::ServiceConfig, limits: Limits) {
         .service(
             web::resource("/peer/replicate")
                 .route(web::post().to(replicate))
+                .default_service(web::to(method_not_allowed)),
+        )
+        .service(
+            web::resource("/peer/snapshot")
+                .route(web::get().to(snapshot))
                 .default_service(web::to(method_not_allowed)),
         )
         .service(
@@ -201,8 +207,8 @@ async fn get(
     Ok(with_context(resp, &done.context))
 }
 
-async fn status(node: web::Data<KvNode>) -> Result<HttpResponse> {
-    Ok(HttpResponse::Ok().json(node.status().await?))
+async fn status(query: web::Query<StatusQuery>, node: web::Data<KvNode>) -> Result<HttpResponse> {
+    Ok(HttpResponse::Ok().json(node.status(query.store.unwrap_or(true)).await?))
 }
 
 async fn replicate(
@@ -232,6 +238,15 @@ async fn replicate(
         received: ack.received,
         delivered: ack.delivered,
     }))
+}
+
+async fn snapshot(
+    req: HttpRequest,
+    node: web::Data<KvNode>,
+    auth: web::Data<PeerAuth>,
+) -> Result<HttpResponse> {
+    auth.verify(&req, b"")?;
+    Ok(HttpResponse::Ok().json(node.snapshot().await?))
 }
 
 async fn fault(

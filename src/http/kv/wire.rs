@@ -83,6 +83,14 @@ pub struct GetResponse {
     pub vc: VClock,
 }
 
+/// `GET /status` query: `store=false` omits the key map (for polling a
+/// large store).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StatusQuery {
+    pub store: Option<bool>,
+}
+
 /// One key in `/status`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StoredValue {
