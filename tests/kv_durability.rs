@@ -12,7 +12,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use causal_grid::http::kv::client::KvClient;
-use causal_grid::http::kv::inspect;
 use causal_grid::http::kv::wire::StatusResponse;
 
 struct Procs {
@@ -96,23 +95,7 @@ impl Procs {
     }
 
     async fn wait_converged(&self, client: &KvClient) -> Vec<StatusResponse> {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let all = self.statuses(client).await;
-            for s in &all {
-                let v = inspect::causal_violations(s);
-                assert!(v.is_empty(), "causal violation: {v:?}");
-            }
-            if inspect::converged(&all) {
-                return all;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "no convergence: {}",
-                inspect::describe(&all)
-            );
-            actix_rt::time::sleep(Duration::from_millis(25)).await;
-        }
+        kv_support::until_converged(Duration::from_secs(30), || self.statuses(client)).await
     }
 }
 

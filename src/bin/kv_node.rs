@@ -11,23 +11,8 @@ use causal_grid::http;
 
 fn main() {
     config::init_logging();
-    if std::env::args().any(|a| a == "--health-check") {
-        let listen = config::var("LISTEN_ADDR").unwrap_or_else(|| "0.0.0.0:5000".into());
-        std::process::exit(match http::probe_health(&listen) {
-            Ok(()) => 0,
-            Err(e) => {
-                eprintln!("unhealthy: {e}");
-                1
-            }
-        });
-    }
-    let config = match KvConfig::from_env() {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("kv_node: {e}");
-            std::process::exit(2);
-        }
-    };
+    http::handle_health_check_flag("kv_node", "0.0.0.0:5000");
+    let config = http::or_exit("kv_node", KvConfig::from_env());
     log::info!("kv_node starting with {config:?}");
     let result = actix_rt::System::new().block_on(async move {
         let (running, node) = http::kv::start(&config, true)?;

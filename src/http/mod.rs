@@ -212,6 +212,34 @@ where
     }
 }
 
+/// Handles a binary's `--health-check` flag: if present, probes `/health` on
+/// `LISTEN_ADDR`'s port (or `default_listen`) and exits 0 or 1. Only
+/// `LISTEN_ADDR` is read, so the check works with the rest unset.
+pub fn handle_health_check_flag(service: &str, default_listen: &str) {
+    if !std::env::args().any(|a| a == "--health-check") {
+        return;
+    }
+    let listen = crate::config::var("LISTEN_ADDR").unwrap_or_else(|| default_listen.to_string());
+    match probe_health(&listen) {
+        Ok(()) => std::process::exit(0),
+        Err(e) => {
+            eprintln!("{service} unhealthy: {e}");
+            std::process::exit(1);
+        }
+    }
+}
+
+/// The value, or exit 2 with the error (a bad configuration at start-up).
+pub fn or_exit<T>(service: &str, result: Result<T>) -> T {
+    match result {
+        Ok(v) => v,
+        Err(e) => {
+            eprintln!("{service}: {e}");
+            std::process::exit(2);
+        }
+    }
+}
+
 /// `--health-check`: exits 0 if the service on `listen_addr` answers
 /// `GET /health` with 200. Used by container health checks (the runtime
 /// image has no curl), so it needs nothing but the standard library.

@@ -172,23 +172,33 @@ impl Cluster {
     /// Polls until every running node has the same clock and store and
     /// nothing is buffered; checks causal consistency of every snapshot seen.
     pub async fn wait_converged(&self, timeout: Duration) -> Vec<StatusResponse> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let all = self.statuses().await;
-            for s in &all {
-                let v = inspect::causal_violations(s);
-                assert!(v.is_empty(), "causal violation: {v:?}");
-            }
-            if inspect::converged(&all) {
-                return all;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "no convergence within {timeout:?}: {}",
-                inspect::describe(&all)
-            );
-            tokio::time::sleep(Duration::from_millis(25)).await;
+        until_converged(timeout, || self.statuses()).await
+    }
+}
+
+/// Polls `fetch` until the snapshots have the same clock and store and
+/// nothing is buffered; checks causal consistency of every snapshot seen.
+pub async fn until_converged<F, Fut>(timeout: Duration, mut fetch: F) -> Vec<StatusResponse>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Vec<StatusResponse>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        let all = fetch().await;
+        for s in &all {
+            let v = inspect::causal_violations(s);
+            assert!(v.is_empty(), "causal violation: {v:?}");
         }
+        if inspect::converged(&all) {
+            return all;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no convergence within {timeout:?}: {}",
+            inspect::describe(&all)
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
     }
 }
 
