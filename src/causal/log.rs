@@ -119,6 +119,10 @@ impl ReplicationLog {
                 log.first_seq += 1;
                 self.len -= 1;
             }
+            // A backlog that has drained gives its memory back.
+            if log.entries.capacity() > 1024 && log.entries.len() < log.entries.capacity() / 4 {
+                log.entries.shrink_to(log.entries.len() * 2);
+            }
         }
     }
 
