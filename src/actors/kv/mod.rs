@@ -54,6 +54,8 @@ pub struct KvNode {
     pub replicators: Vec<Option<Addr<ReplicatorActor>>>,
     pub metrics: KvMetrics,
     pub registry: Registry,
+    /// The thread the replicators run on.
+    replication: actix::ArbiterHandle,
 }
 
 impl KvNode {
@@ -109,13 +111,14 @@ impl KvNode {
             relay_after_ms: config.relay_after_ms,
             ..StreamConfig::default()
         };
+        let replication = actix::Arbiter::new();
         let replicators: Vec<Option<Addr<ReplicatorActor>>> = config
             .peers
             .iter()
             .enumerate()
             .map(|(peer, url)| {
                 (peer != me).then(|| {
-                    ReplicatorActor::new(ReplicatorParts {
+                    let parts = ReplicatorParts {
                         me,
                         peer,
                         n,
@@ -125,8 +128,14 @@ impl KvNode {
                         signer: signer.clone(),
                         timeout: Duration::from_millis(config.peer_timeout_ms),
                         metrics: metrics.clone(),
+                    };
+                    // Replication (batch encoding, HTTP to peers) runs on its
+                    // own thread, so it never delays the client path on the
+                    // arbiter of the clock and the store. The actor (and its
+                    // non-Send HTTP client) is built on that thread.
+                    ReplicatorActor::start_in_arbiter(&replication.handle(), move |_| {
+                        ReplicatorActor::new(parts)
                     })
-                    .start()
                 })
             })
             .collect();
@@ -159,6 +168,7 @@ impl KvNode {
             replicators,
             metrics,
             registry,
+            replication: replication.handle(),
         })
     }
 
@@ -236,6 +246,7 @@ impl KvNode {
         self.buffer.do_send(messages::Stop);
         self.clock.do_send(messages::Stop);
         self.store.do_send(messages::Stop);
+        self.replication.stop();
     }
 
     /// Injects (or clears) a replication fault towards one peer.
