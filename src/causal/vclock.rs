@@ -11,7 +11,6 @@
 //! makes clocks a join-semilattice (commutative, associative, idempotent;
 //! property-tested below).
 
-use std::cmp::Ordering;
 use std::fmt;
 use std::str::FromStr;
 
@@ -103,16 +102,6 @@ impl VClock {
             (true, false) => Causality::Before,
             (false, true) => Causality::After,
             (false, false) => Causality::Concurrent,
-        }
-    }
-
-    /// `partial_cmp` in the causal order (`None` when concurrent).
-    pub fn causal_cmp(&self, other: &VClock) -> Option<Ordering> {
-        match self.compare(other) {
-            Causality::Before => Some(Ordering::Less),
-            Causality::After => Some(Ordering::Greater),
-            Causality::Equal => Some(Ordering::Equal),
-            Causality::Concurrent => None,
         }
     }
 }

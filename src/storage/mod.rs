@@ -393,13 +393,6 @@ impl Storage {
             .map_err(|_| Error::internal("storage lock poisoned"))?;
         inner.wal.sync()
     }
-
-    /// Bytes the database file takes on disk.
-    pub fn file_bytes(dir: &Path) -> u64 {
-        std::fs::metadata(dir.join("node.redb"))
-            .map(|m| m.len())
-            .unwrap_or(0)
-    }
 }
 
 /// Writes a group of delivered writes (and snapshot versions) into the

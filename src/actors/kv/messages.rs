@@ -19,6 +19,7 @@ use tokio::sync::oneshot;
 
 use crate::causal::{FaultKind, Plan, VClock, Versioned, Write};
 use crate::error::Result;
+use crate::http::kv::wire::PeerStatus;
 
 /// A client write. Sent by the `/put` handler to `ClockActor`, which waits
 /// for `context` (if any) to be applied, stamps the write and delivers it.
@@ -143,21 +144,8 @@ pub struct SetFault {
 
 /// Ask a replicator for its view of its peer (for `/status`).
 #[derive(Message)]
-#[rtype(result = "PeerView")]
+#[rtype(result = "PeerStatus")]
 pub struct GetPeerView;
-
-/// One replicator's view of its peer.
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct PeerView {
-    pub id: usize,
-    pub url: String,
-    pub acked: VClock,
-    pub delivered: VClock,
-    pub backlog: u64,
-    pub reachable: bool,
-    pub failures: u32,
-    pub fault: Option<FaultKind>,
-}
 
 /// Ask `StoreActor` for a snapshot of the store (for `/status`); without
 /// `entries`, only the clock and the key count (cheap on a large store).

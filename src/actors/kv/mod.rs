@@ -36,7 +36,7 @@ use crate::auth::Signer;
 use crate::causal::StreamConfig;
 use crate::config::KvConfig;
 use crate::error::{Error, Result};
-use crate::http::kv::wire::{FaultRequest, PeerStatus, StatusResponse, StoredValue};
+use crate::http::kv::wire::{FaultRequest, StatusResponse, StoredValue};
 use crate::storage::{Recovered, Storage, SyncPolicy};
 
 /// Most requests that may wait for a causal context at once.
@@ -185,17 +185,7 @@ impl KvNode {
         let clock = self.clock.send(GetClockView).await?;
         let mut peers = Vec::new();
         for r in self.replicators.iter().flatten() {
-            let v = r.send(GetPeerView).await?;
-            peers.push(PeerStatus {
-                id: v.id,
-                url: v.url,
-                acked: v.acked,
-                delivered: v.delivered,
-                backlog: v.backlog,
-                reachable: v.reachable,
-                failures: v.failures,
-                fault: v.fault,
-            });
+            peers.push(r.send(GetPeerView).await?);
         }
         Ok(StatusResponse {
             node: self.id,

@@ -14,14 +14,14 @@ use actix::prelude::*;
 
 use super::clock::ClockActor;
 use super::messages::{
-    FetchSnapshot, GetPeerView, InstallSnapshot, PeerProgress, PeerView, ReadBatch, SetFault, Wake,
+    FetchSnapshot, GetPeerView, InstallSnapshot, PeerProgress, ReadBatch, SetFault, Wake,
 };
 use super::metrics::KvMetrics;
 use crate::auth::Signer;
 use crate::causal::{NodeId, PeerStream, StreamConfig, VClock};
 use crate::error::{Error, Result};
 use crate::http::kv::client::PeerClient;
-use crate::http::kv::wire::{ReplicateAck, ReplicateRequest};
+use crate::http::kv::wire::{PeerStatus, ReplicateAck, ReplicateRequest};
 
 /// How often the stream is re-examined without a wake-up.
 const TICK: Duration = Duration::from_millis(50);
@@ -234,7 +234,7 @@ impl Handler<GetPeerView> for ReplicatorActor {
     type Result = MessageResult<GetPeerView>;
 
     fn handle(&mut self, _: GetPeerView, _: &mut Self::Context) -> Self::Result {
-        MessageResult(PeerView {
+        MessageResult(PeerStatus {
             id: self.peer,
             url: self.url.clone(),
             acked: self.stream.acked().clone(),

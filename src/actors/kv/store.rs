@@ -117,24 +117,6 @@ pub async fn await_context(
     }
 }
 
-/// Ask the store to wait for a context (used by `ClockActor` before a put).
-#[derive(Message)]
-#[rtype(result = "Result<()>")]
-pub struct AwaitContext {
-    pub context: VClock,
-}
-
-impl Handler<AwaitContext> for StoreActor {
-    type Result = ResponseFuture<Result<()>>;
-
-    fn handle(&mut self, msg: AwaitContext, _: &mut Self::Context) -> Self::Result {
-        let rx = self.wait_for(Some(msg.context));
-        let timeout = self.wait_timeout;
-        let metrics = self.metrics.clone();
-        Box::pin(async move { await_context(rx?, timeout, &metrics).await })
-    }
-}
-
 impl Handler<Get> for StoreActor {
     type Result = ResponseActFuture<Self, Result<GetDone>>;
 
