@@ -62,50 +62,14 @@ images_named() {
 }
 
 # ---------------------------------------------------------------------------
-# The apt mirror already configured on this machine (one-line and deb822
-# formats), for the Debian archive proper rather than security or backports.
+# The apt mirror already configured on this machine.
 
 apt_mirror() {
     if [ -n "${AIRGAP_MIRROR:-}" ]; then
         echo "$AIRGAP_MIRROR"
         return
     fi
-    python3 - <<'PY'
-import glob, re, sys
-
-def entries():
-    for path in ["/etc/apt/sources.list"] + sorted(glob.glob("/etc/apt/sources.list.d/*.list")):
-        try:
-            lines = open(path).read().splitlines()
-        except OSError:
-            continue
-        for line in lines:
-            line = line.split("#", 1)[0].strip()
-            m = re.match(r"deb\s+(\[[^\]]*\]\s+)?(\S+)\s+(\S+)", line)
-            if m:
-                yield m.group(2), [m.group(3)]
-    for path in sorted(glob.glob("/etc/apt/sources.list.d/*.sources")):
-        for para in re.split(r"\n\s*\n", open(path).read()):
-            fields = {}
-            for line in para.splitlines():
-                if line.startswith("#") or ":" not in line:
-                    continue
-                k, v = line.split(":", 1)
-                fields[k.strip().lower()] = v.strip()
-            if fields.get("enabled", "yes").lower() == "no":
-                continue
-            if "deb" not in fields.get("types", "").split():
-                continue
-            for uri in fields.get("uris", "").split():
-                yield uri, fields.get("suites", "").split()
-
-# The archive proper: a plain release suite (bookworm, not bookworm-security).
-for uri, suites in entries():
-    if "security" not in uri and any("-" not in s and "/" not in s for s in suites):
-        print(uri)
-        sys.exit(0)
-sys.exit("no Debian mirror found in /etc/apt/sources*")
-PY
+    scripts/apt-mirror.sh
 }
 
 # ---------------------------------------------------------------------------
