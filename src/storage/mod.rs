@@ -23,10 +23,12 @@
 //! our test machine, a redb transaction of 64 random keys cost about 6 ms
 //! (copy-on-write pages of a B-tree), which capped durable puts far below the
 //! in-memory rate; the log append costs one small sync. Every 8 MiB the log
-//! rolls to a new segment and a background thread checkpoints the closed
-//! segment's writes into the database in one transaction (many writes per
-//! page), records the clock they reach as `delivered`, and deletes the
-//! segment. Recovery loads the database and replays the remaining segments,
+//! rolls to a new segment and a background thread reads the closed
+//! segment back and checkpoints it into the database in one transaction:
+//! only the winning version of each key, in key order (many writes per
+//! page), only the log entries not yet causally stable (in a healthy cluster
+//! almost none by then), and the clock they reach as `delivered`; then it
+//! deletes the segment. Recovery loads the database and replays the remaining segments,
 //! skipping writes the checkpoint clock covers; so after a crash the store,
 //! the clock and the log always agree.
 //!
@@ -35,6 +37,8 @@
 
 mod wal;
 
+use std::collections::btree_map::Entry;
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
@@ -98,7 +102,7 @@ impl Recovered {
 }
 
 /// Segment size after which the write-ahead log rolls and checkpoints.
-const SEGMENT_BYTES: u64 = 2 * 1024 * 1024;
+const SEGMENT_BYTES: u64 = 8 * 1024 * 1024;
 
 pub struct Storage {
     db: Arc<Database>,
@@ -108,8 +112,6 @@ pub struct Storage {
 
 struct Inner {
     wal: Wal,
-    /// Writes in log segments not yet checkpointed, in delivery order.
-    unckpt: Vec<Write>,
     /// The latest causally stable clock, applied to the log table at the
     /// next checkpoint.
     trim: Option<VClock>,
@@ -134,9 +136,15 @@ impl Drop for Storage {
 }
 
 /// One group commit in the write-ahead log.
-#[derive(Serialize, Deserialize)]
+#[derive(Deserialize)]
 struct WalRecord {
     writes: Vec<Write>,
+}
+
+/// The same record, serialized from borrowed writes.
+#[derive(Serialize)]
+struct WalRecordRef<'a> {
+    writes: &'a [Write],
 }
 
 fn storage_err(what: &str) -> impl Fn(redb::Error) -> Error + '_ {
@@ -179,9 +187,7 @@ impl Storage {
         for (segment, records) in segments {
             last_segment = Some(segment);
             for payload in records {
-                let record: WalRecord = serde_json::from_slice(&payload)
-                    .map_err(|e| Error::internal(format!("write-ahead log: bad record: {e}")))?;
-                for w in record.writes {
+                for w in decode_record(&payload)? {
                     if w.origin >= n || w.seq <= covered.get(w.origin) {
                         continue;
                     }
@@ -213,7 +219,6 @@ impl Storage {
             dir: dir.to_path_buf(),
             inner: Mutex::new(Inner {
                 wal,
-                unckpt: Vec::new(),
                 trim: None,
                 checkpointer: None,
                 segment_bytes: SEGMENT_BYTES,
@@ -221,6 +226,22 @@ impl Storage {
         };
         Ok((storage, recovered))
     }
+}
+
+fn decode_record(payload: &[u8]) -> Result<Vec<Write>> {
+    serde_json::from_slice::<WalRecord>(payload)
+        .map(|r| r.writes)
+        .map_err(|e| Error::internal(format!("write-ahead log: bad record: {e}")))
+}
+
+/// The writes of the closed (fully synced) log segments numbered `<= upto`,
+/// in delivery order.
+fn closed_writes(dir: &Path, upto: u64) -> Result<Vec<Write>> {
+    let mut writes = Vec::new();
+    for payload in Wal::read_closed(dir, upto)? {
+        writes.extend(decode_record(&payload)?);
+    }
+    Ok(writes)
 }
 
 fn recover(db: &Database, me: NodeId, n: usize) -> Result<Recovered> {
@@ -347,28 +368,26 @@ impl Storage {
         }
         if !snapshot.is_empty() {
             let closed = inner.wal.rotate()?;
-            let mut all = std::mem::take(&mut inner.unckpt);
+            let mut all = closed_writes(&self.dir, closed)?;
             all.extend(writes.iter().cloned());
             checkpoint(&self.db, snapshot, &all, delivered, inner.trim.as_ref())?;
             Wal::remove_upto(&self.dir, closed)?;
             return Ok(());
         }
         if !writes.is_empty() {
-            let record = serde_json::to_vec(&WalRecord {
-                writes: writes.to_vec(),
-            })
-            .map_err(Error::internal)?;
+            let record = serde_json::to_vec(&WalRecordRef { writes }).map_err(Error::internal)?;
             inner.wal.append(&record)?;
-            inner.unckpt.extend(writes.iter().cloned());
         }
         if inner.wal.bytes() >= inner.segment_bytes && inner.checkpointer.is_none() {
+            // The closed segments are read back from disk (the page cache,
+            // usually) rather than kept in memory until their checkpoint.
             let closed = inner.wal.rotate()?;
-            let batch = std::mem::take(&mut inner.unckpt);
             let clock = delivered.clone();
             let trim = inner.trim.clone();
             let db = self.db.clone();
             let dir = self.dir.clone();
             inner.checkpointer = Some(std::thread::spawn(move || {
+                let batch = closed_writes(&dir, closed)?;
                 checkpoint(&db, &[], &batch, &clock, trim.as_ref())?;
                 Wal::remove_upto(&dir, closed)
             }));
@@ -424,8 +443,24 @@ fn checkpoint(
                     .map_err(dberr("write kv"))?;
             }
         }
+        // Only the winner per key reaches the table (the highest rank, as in
+        // `Store::apply`), written in key order so neighbouring keys share
+        // the pages they dirty.
+        let mut winners: BTreeMap<&str, &Write> = BTreeMap::new();
         for w in writes {
-            let current = match kv.get(w.key.as_str()).map_err(dberr("read kv"))? {
+            match winners.entry(w.key.as_str()) {
+                Entry::Vacant(slot) => {
+                    slot.insert(w);
+                }
+                Entry::Occupied(mut slot) => {
+                    if w.rank() > slot.get().rank() {
+                        slot.insert(w);
+                    }
+                }
+            }
+        }
+        for (key, w) in winners {
+            let current = match kv.get(key).map_err(dberr("read kv"))? {
                 Some(v) => Some(
                     serde_json::from_slice::<Versioned>(v.value())
                         .map_err(|e| Error::internal(format!("storage: bad value: {e}")))?,
@@ -439,8 +474,16 @@ fn checkpoint(
                     origin: w.origin,
                 };
                 let bytes = serde_json::to_vec(&version).map_err(Error::internal)?;
-                kv.insert(w.key.as_str(), bytes.as_slice())
+                kv.insert(key, bytes.as_slice())
                     .map_err(dberr("write kv"))?;
+            }
+        }
+        // The log keeps, per origin, the contiguous run of writes after the
+        // stable clock: writes every peer already has are never inserted
+        // (in a healthy cluster, nearly all of them by checkpoint time).
+        for w in writes {
+            if trim.is_some_and(|stable| w.seq <= stable.get(w.origin)) {
+                continue;
             }
             let bytes = serde_json::to_vec(w).map_err(Error::internal)?;
             log.insert((w.origin as u64, w.seq), bytes.as_slice())
@@ -548,6 +591,53 @@ mod tests {
             );
         }
         assert!(r.log.len() < 120, "stable writes were trimmed");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    fn log_keys(db: &Database) -> Vec<(u64, u64)> {
+        let read = db.begin_read().unwrap();
+        let table = read.open_table(LOG).unwrap();
+        let keys = table
+            .iter()
+            .unwrap()
+            .map(|e| e.unwrap().0.value())
+            .collect();
+        keys
+    }
+
+    #[test]
+    fn a_checkpoint_keeps_the_highest_rank_per_key_and_only_unstable_log_entries() {
+        let dir = tmp();
+        let (s, _) = Storage::open(&dir, 0, 2, SyncPolicy::Fsync).unwrap();
+        // Delivered in this order: b (rank (3, 1)) before the concurrent a
+        // (rank (1, 0)); b must stay, although a comes later.
+        let b1 = w(1, &[0, 1], "other", "b1");
+        let b2 = w(1, &[0, 2], "other", "b2");
+        let b3 = w(1, &[0, 3], "x", "b");
+        let a = w(0, &[1, 0], "x", "a");
+        let writes = vec![b1, b2, b3, a];
+        let clock = VClock::from_vec(vec![1, 3]);
+        checkpoint(
+            &s.db,
+            &[],
+            &writes,
+            &clock,
+            Some(&VClock::from_vec(vec![0, 2])),
+        )
+        .unwrap();
+        assert_eq!(
+            log_keys(&s.db),
+            vec![(0, 1), (1, 3)],
+            "1:1 and 1:2 are stable"
+        );
+        let r = recover(&s.db, 0, 2).unwrap();
+        assert_eq!(r.store.get("x").unwrap().value, "b");
+        assert_eq!(r.store.get("other").unwrap().value, "b2");
+        assert_eq!(r.log.len(), 2);
+        // The recovered log continues where the table ends.
+        let mut log = r.log;
+        assert!(log.append(w(1, &[1, 4], "y", "b4")));
+        drop(s);
         let _ = std::fs::remove_dir_all(&dir);
     }
 
