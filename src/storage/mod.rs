@@ -296,7 +296,7 @@ fn recover(db: &Database, me: NodeId, n: usize) -> Result<Recovered> {
             let version: Versioned = serde_json::from_slice(v.value()).map_err(|e| {
                 Error::internal(format!("storage: bad value of {:?}: {e}", k.value()))
             })?;
-            store.restore(k.value().to_string(), version);
+            store.restore(k.value(), version);
         }
         store.set_applied(delivered.clone());
 
@@ -469,7 +469,7 @@ fn checkpoint(
             };
             if wins(w, current.as_ref()) {
                 let version = Versioned {
-                    value: w.value.clone(),
+                    value: w.value.as_str().into(),
                     vc: w.vc.clone(),
                     origin: w.origin,
                 };
@@ -543,8 +543,8 @@ mod tests {
         let (_, r) = Storage::open(&dir, 0, 2, SyncPolicy::Fsync).unwrap();
         assert!(!r.fresh);
         assert_eq!(r.delivered, VClock::from_vec(vec![2, 1]));
-        assert_eq!(r.store.get("x").unwrap().value, "2");
-        assert_eq!(r.store.get("y").unwrap().value, "3");
+        assert_eq!(r.store.get("x").unwrap().value.as_ref(), "2");
+        assert_eq!(r.store.get("y").unwrap().value.as_ref(), "3");
         assert_eq!(r.store.applied(), &VClock::from_vec(vec![2, 1]));
         // 0:2 and 1:1 remain for resending (the trim of 0:1 was only in
         // memory: it is redone after the restart, which costs a resend).
@@ -587,7 +587,7 @@ mod tests {
             let last = (1..=120u64).filter(|i| i % 17 == k).max().unwrap();
             assert_eq!(
                 r.store.get(&format!("k{k}")).unwrap().value,
-                last.to_string()
+                last.to_string().into()
             );
         }
         assert!(r.log.len() < 120, "stable writes were trimmed");
@@ -631,8 +631,8 @@ mod tests {
             "1:1 and 1:2 are stable"
         );
         let r = recover(&s.db, 0, 2).unwrap();
-        assert_eq!(r.store.get("x").unwrap().value, "b");
-        assert_eq!(r.store.get("other").unwrap().value, "b2");
+        assert_eq!(r.store.get("x").unwrap().value.as_ref(), "b");
+        assert_eq!(r.store.get("other").unwrap().value.as_ref(), "b2");
         assert_eq!(r.log.len(), 2);
         // The recovered log continues where the table ends.
         let mut log = r.log;
@@ -676,7 +676,7 @@ mod tests {
                 // If redb fell back to an intact commit, what it returns must
                 // be self-consistent: every recovered value is a real write.
                 for (k, v) in r.store.iter() {
-                    assert!(k.starts_with('k') && v.value == "v".repeat(100));
+                    assert!(k.starts_with('k') && *v.value == *"v".repeat(100));
                 }
             }
         }

@@ -199,7 +199,7 @@ impl KvNode {
                     (
                         k,
                         StoredValue {
-                            value: v.value,
+                            value: v.value.into(),
                             vc: v.vc,
                         },
                     )

@@ -82,7 +82,7 @@ impl Handler<Restore> for StoreActor {
 
     fn handle(&mut self, msg: Restore, _: &mut Self::Context) {
         for (key, version) in msg.entries {
-            self.store.merge_version(key, version);
+            self.store.merge_version(&key, version);
         }
         let mut applied = self.store.applied().clone();
         applied.merge(&msg.delivered);
@@ -145,7 +145,7 @@ impl Handler<GetStoreSnapshot> for StoreActor {
             true => self
                 .store
                 .iter()
-                .map(|(k, v)| (k.clone(), v.clone()))
+                .map(|(k, v)| (k.to_string(), v.clone()))
                 .collect(),
             false => Vec::new(),
         };

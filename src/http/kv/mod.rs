@@ -199,7 +199,7 @@ async fn get(
     let resp = match done.version {
         Some(v) => HttpResponse::Ok().json(GetResponse {
             key,
-            value: v.value,
+            value: v.value.into(),
             vc: v.vc,
         }),
         None => Error::NotFound(format!("key {key:?} not found")).error_response(),
