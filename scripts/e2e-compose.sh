@@ -14,10 +14,15 @@
 #    every substation took sessions;
 # 4. asks Prometheus that every target is up and that every expression of
 #    every dashboard returns at least one series;
-# 5. disconnects one KV node from the network and reconnects it, then stops
-#    and starts another, writing all along, and checks that all nodes converge
-#    (same delivered vector clock and same store); these checks all run even
-#    when one fails;
+# 5. faults, writing all along: disconnects one KV node from the network and
+#    reconnects it; stops and starts another; kills one with SIGKILL under
+#    write load and checks every acknowledged write is on every node; wipes
+#    one's volume and lets it rebuild from its peers; after each, checks that
+#    all nodes converge (same delivered vector clock and same store). Kills a
+#    substation during a rush hour (no request may fail), and stops the
+#    balancer (the entry service must answer 503 with Retry-After) and
+#    starts it again (requests must succeed). These checks all run even when
+#    one fails;
 # 6. tears the stack down with its volumes, also on failure or Ctrl-C.
 #
 # Skips (exit 0, with a message) when no Docker engine is reachable.
@@ -182,7 +187,7 @@ fi
 # put NODE_URL KEY VALUE: prints the Causal-Context header of the response.
 put() {
     local headers
-    headers=$(curl -fsS -D - -o /dev/null -H 'Content-Type: application/json' \
+    headers=$(curl -fsS --max-time 10 -D - -o /dev/null -H 'Content-Type: application/json' \
         -d "{\"key\":\"$2\",\"value\":\"$3\"}" "$1/put") || return 1
     printf '%s\n' "$headers" | tr -d '\r' | sed -n 's/^[Cc]ausal-[Cc]ontext: *//p'
 }
@@ -190,7 +195,7 @@ put() {
 get() {
     local hdr=()
     [ -n "${3:-}" ] && hdr=(-H "Causal-Context: $3")
-    curl -fsS "${hdr[@]}" "$1/get?key=$2" |
+    curl -fsS --max-time 10 "${hdr[@]}" "$1/get?key=$2" |
         "$PY" -c 'import json,sys; print(json.load(sys.stdin)["value"])'
 }
 
@@ -342,6 +347,105 @@ if retry 60 converged; then
     ok "node3 stopped while 10 writes landed on node1/node2, started again, all three nodes converged (vc and store)"
 else
     fault_failed "nodes did not converge after node3 restarted: $(all_brief)"
+fi
+
+say "kill -9 a KV node under write load, restart it on its volume"
+# A writer puts to node1 and node2 in turn and records every acknowledged
+# write; node1 is killed (SIGKILL) in the middle and started again.
+acked=$(mktemp)
+(
+    for k in $(seq 0 79); do
+        url=${NODES[$((k % 2))]}
+        if put "$url" "kill9-$run_id-$k" "v$k" >/dev/null 2>&1; then
+            echo "kill9-$run_id-$k v$k" >>"$acked"
+        fi
+        sleep 0.05
+    done
+) &
+writer=$!
+sleep 1.5
+node1=$(cid node1)
+docker kill -s KILL "$node1" >/dev/null
+sleep 1
+docker start "$node1" >/dev/null
+wait "$writer" || true
+wait_healthy 60 node1
+# all_have FILE: every "key value" line of FILE is in every node's store.
+all_have() {
+    local i
+    for i in 0 1 2; do
+        curl -fsS --max-time 5 "${NODES[$i]}/status" | "$PY" -c '
+import json, sys
+store = json.load(sys.stdin)["store"]
+missing = [l.split()[0] for l in open(sys.argv[1]) if l.strip() and
+           store.get(l.split()[0], {}).get("value") != l.split()[1]]
+if missing:
+    print("missing on this node:", missing[:5], file=sys.stderr)
+    sys.exit(1)' "$acked" || return 1
+    done
+}
+n_acked=$(wc -l <"$acked")
+if retry 60 converged && all_have; then
+    ok "node1 killed with SIGKILL while 80 writes were sent to node1/node2 ($n_acked acknowledged), restarted on its volume: every acknowledged write is on all three nodes, which converged"
+else
+    fault_failed "after the kill -9 of node1 the acknowledged writes are not all on every node: $(all_brief)"
+fi
+
+say "wipe a KV node's volume and let it rejoin"
+dc rm -s -f node3 >/dev/null 2>&1
+docker volume rm "${COMPOSE_PROJECT_NAME}_node3-data" >/dev/null
+write_burst "while-node3-wiped" "${NODES[0]}" "${NODES[1]}"
+dc up -d --no-build node3 >/dev/null 2>&1
+wait_healthy 90 node3
+if retry 90 converged && all_have; then
+    ok "node3's container and volume removed while 10 writes landed, recreated empty: it rebuilt from its peers and converged (vc and store)"
+else
+    fault_failed "the wiped node3 did not converge: $(all_brief)"
+fi
+rm -f "$acked"
+
+say "kill a substation during a rush hour"
+rush_json=$(mktemp)
+"$BIN/rush_hour" --target "$ENTRY" --duration 16 --rate 30 --ramp-up 2 --ramp-down 2 \
+    --concurrency 32 --json "$rush_json" >/dev/null 2>&1 &
+rush=$!
+sleep 6
+sub2=$(cid substation2)
+docker kill -s KILL "$sub2" >/dev/null
+if wait "$rush"; then
+    counts=$("$PY" -c '
+import collections, json, sys
+r = json.load(open(sys.argv[1]))["requests"]
+c = collections.Counter(o["status"] for o in r)
+print(" ".join("%s:%d" % kv for kv in sorted(c.items())))' "$rush_json")
+    ok "substation2 killed (SIGKILL) 6 s into a 16 s rush hour: no request failed (statuses $counts)"
+else
+    fault_failed "requests failed while substation2 was killed during a rush hour"
+fi
+rm -f "$rush_json"
+docker start "$sub2" >/dev/null
+wait_healthy 60 substation2
+
+say "stop the balancer, then start it again"
+charge() {
+    curl -sS -o /dev/null -D - --max-time 10 -H 'Content-Type: application/json' \
+        -d '{"power_kw": 11, "energy_kwh": 5}' "$ENTRY/request_charge" | tr -d '\r'
+}
+docker stop -t 5 "$(cid load_balancer)" >/dev/null
+headers=$(charge || true)
+if printf '%s\n' "$headers" | head -n 1 | grep -q ' 503' &&
+    printf '%s\n' "$headers" | grep -qi '^retry-after:'; then
+    ok "with the balancer stopped the entry service answers 503 with Retry-After"
+else
+    fault_failed "with the balancer stopped the entry service answered: $(printf '%s' "$headers" | head -n 1)"
+fi
+docker start "$(cid load_balancer)" >/dev/null
+wait_healthy 60 load_balancer
+charged() { charge | head -n 1 | grep -q ' 200'; }
+if retry 30 charged; then
+    ok "the balancer started again: requests through the entry service succeed again"
+else
+    fault_failed "requests did not succeed after the balancer came back"
 fi
 
 if retry 60 targets_up; then
