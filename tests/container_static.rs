@@ -137,3 +137,36 @@ fn compose_publishes_the_documented_ports() {
         }
     }
 }
+
+#[test]
+fn scripts_take_the_package_mirror_from_the_machine() {
+    // The air-gapped image builds and the Compose v2 install read the Debian
+    // mirror from apt's own configuration (scripts/apt-mirror.sh); an address
+    // written into the repository would break on every other machine.
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("scripts");
+    let mut checked = 0;
+    for entry in fs::read_dir(&dir).expect("scripts/ is listable") {
+        let path = entry.expect("directory entry").path();
+        if path.extension().is_none_or(|e| e != "sh") {
+            continue;
+        }
+        let text = fs::read_to_string(&path).expect("script is readable");
+        for line in text.lines().filter(|l| !l.trim_start().starts_with('#')) {
+            assert!(
+                !(line.contains("http://") || line.contains("https://"))
+                    || line.contains("localhost")
+                    || line.contains("127.0.0.1"),
+                "{} names a remote address: {line}",
+                path.display()
+            );
+        }
+        checked += 1;
+    }
+    assert!(checked >= 4, "found only {checked} scripts");
+    for script in ["airgap-images.sh", "compose-v2.sh"] {
+        assert!(
+            read(&format!("scripts/{script}")).contains("scripts/apt-mirror.sh"),
+            "{script} reads the mirror through scripts/apt-mirror.sh"
+        );
+    }
+}
