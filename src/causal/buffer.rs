@@ -134,6 +134,10 @@ impl DeliveryBuffer {
     /// Records that `origin`'s write `seq` was delivered by another path (the
     /// node's own writes), then delivers whatever that unblocks.
     pub fn advance(&mut self, origin: NodeId, seq: u64, out: &mut Vec<Write>) {
+        if origin >= self.pending.len() {
+            // Not a node of this cluster: nothing of it can be delivered.
+            return;
+        }
         let current = self.delivered.get(origin);
         if seq > current {
             self.delivered.set(origin, seq);
@@ -268,6 +272,17 @@ pub(crate) mod tests {
         buf.offer(w(1, &[1, 1]), &mut out).unwrap();
         assert!(out.is_empty());
         buf.advance(0, 1, &mut out);
+        assert_eq!(out.len(), 1);
+    }
+
+    #[test]
+    fn advancing_an_origin_outside_the_cluster_changes_nothing() {
+        let mut buf = DeliveryBuffer::new(2, 100);
+        let mut out = Vec::new();
+        buf.advance(5, 3, &mut out);
+        assert!(out.is_empty());
+        // Writes of the cluster are still accepted and delivered.
+        buf.offer(w(1, &[0, 1]), &mut out).unwrap();
         assert_eq!(out.len(), 1);
     }
 

@@ -98,8 +98,11 @@ impl VClock {
 
     /// The sum of all entries: a Lamport-style scalar that strictly grows
     /// along causal order (if `a < b` then `a.sum() < b.sum()`).
+    ///
+    /// Saturates rather than overflowing: no real cluster comes near
+    /// `u64::MAX` writes, but a clock from a faulty peer must not panic.
     pub fn sum(&self) -> u64 {
-        self.0.iter().sum()
+        self.0.iter().fold(0u64, |acc, &v| acc.saturating_add(v))
     }
 
     pub fn compare(&self, other: &VClock) -> Causality {
@@ -153,6 +156,12 @@ mod tests {
 
     fn clock(n: usize) -> impl Strategy<Value = VClock> {
         proptest::collection::vec(0u64..20, n).prop_map(VClock::from_vec)
+    }
+
+    #[test]
+    fn sum_saturates_instead_of_overflowing() {
+        let c = VClock::from_vec(vec![u64::MAX, 5, 1]);
+        assert_eq!(c.sum(), u64::MAX);
     }
 
     #[test]

@@ -18,7 +18,7 @@ use actix::prelude::*;
 use tokio::sync::oneshot;
 
 use crate::causal::{FaultKind, Plan, VClock, Versioned, Write};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::http::kv::wire::PeerStatus;
 
 /// A client write. Sent by the `/put` handler to `ClockActor`, which waits
@@ -200,6 +200,29 @@ pub struct InstallSnapshot {
     pub entries: Vec<(String, Versioned)>,
 }
 
+impl InstallSnapshot {
+    /// A peer's snapshot must fit a cluster of `n` nodes: its clock and every
+    /// version's clock have `n` entries, every origin is a node, and no
+    /// version is beyond the clock the snapshot claims.
+    pub fn validate(&self, n: usize) -> Result<()> {
+        if self.delivered.len() != n {
+            return Err(Error::invalid(format!(
+                "snapshot clock has {} entries, the cluster has {n}",
+                self.delivered.len()
+            )));
+        }
+        for (key, v) in &self.entries {
+            if v.vc.len() != n || v.origin >= n || !v.vc.le(&self.delivered) {
+                return Err(Error::invalid(format!(
+                    "snapshot version of {key:?} (origin {}, clock [{}]) does not fit the snapshot clock [{}]",
+                    v.origin, v.vc, self.delivered
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
 /// Fetch the peer's snapshot. Sent by `ClockActor` to one replicator when the
 /// node started empty and that peer has delivered writes it lacks.
 #[derive(Message)]
@@ -220,3 +243,38 @@ pub struct Restore {
 #[derive(Message)]
 #[rtype(result = "Result<()>")]
 pub struct Flush;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn version(origin: usize, vc: &[u64]) -> Versioned {
+        Versioned {
+            value: "v".into(),
+            vc: VClock::from_vec(vc.to_vec()),
+            origin,
+        }
+    }
+
+    #[test]
+    fn a_snapshot_must_fit_the_cluster() {
+        let ok = InstallSnapshot {
+            delivered: VClock::from_vec(vec![2, 1, 0]),
+            entries: vec![("x".into(), version(0, &[2, 1, 0]))],
+        };
+        assert!(ok.validate(3).is_ok());
+        assert!(ok.validate(2).is_err(), "clock of another cluster size");
+        let mut beyond = ok.clone();
+        beyond.entries.push(("y".into(), version(1, &[0, 2, 0])));
+        assert!(
+            beyond.validate(3).is_err(),
+            "version beyond the snapshot clock"
+        );
+        let mut short = ok.clone();
+        short.entries.push(("y".into(), version(0, &[1, 0])));
+        assert!(short.validate(3).is_err(), "version clock too short");
+        let mut stranger = ok;
+        stranger.entries.push(("y".into(), version(7, &[1, 0, 0])));
+        assert!(stranger.validate(3).is_err(), "origin outside the cluster");
+    }
+}

@@ -98,6 +98,7 @@ impl ReplicatorActor {
         let client = self.client.clone();
         let url = self.url.clone();
         let me = self.me;
+        let n = self.delivered.len();
         let work = async move {
             let batch = read.await?;
             let request = ReplicateRequest {
@@ -105,6 +106,7 @@ impl ReplicatorActor {
                 writes: batch.writes,
             };
             let ack: ReplicateAck = client.post(&url, "/peer/replicate", &request).await?;
+            ack.validate(n)?;
             Ok::<_, Error>((ack, request.writes.len(), batch.delivered))
         };
         ctx.spawn(
@@ -215,7 +217,14 @@ impl Handler<FetchSnapshot> for ReplicatorActor {
     fn handle(&mut self, _: FetchSnapshot, ctx: &mut Self::Context) {
         let client = self.client.clone();
         let url = self.url.clone();
-        let fetch = async move { client.get::<InstallSnapshot>(&url, "/peer/snapshot").await };
+        let n = self.delivered.len();
+        let fetch = async move {
+            let snapshot = client
+                .get::<InstallSnapshot>(&url, "/peer/snapshot")
+                .await?;
+            snapshot.validate(n)?;
+            Ok::<_, Error>(snapshot)
+        };
         ctx.spawn(fetch.into_actor(self).map(|res, act, ctx| match res {
             Ok(snapshot) => act.clock.do_send(snapshot),
             Err(e) => {

@@ -143,6 +143,21 @@ pub struct ReplicateAck {
     pub delivered: VClock,
 }
 
+impl ReplicateAck {
+    /// A peer's answer must carry clocks of this cluster's size `n`; a peer
+    /// configured with another `PEERS` list is refused, not merged.
+    pub fn validate(&self, n: usize) -> Result<()> {
+        if self.received.len() != n || self.delivered.len() != n {
+            return Err(Error::invalid(format!(
+                "peer answered with clocks of {} and {} entries, the cluster has {n}",
+                self.received.len(),
+                self.delivered.len()
+            )));
+        }
+        Ok(())
+    }
+}
+
 /// `POST /admin/fault` body: delay or drop replication from this node to
 /// `peer` for `duration_ms`; `kind: null` clears a fault.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -152,4 +167,24 @@ pub struct FaultRequest {
     pub kind: Option<FaultKind>,
     #[serde(default)]
     pub duration_ms: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_ack_must_carry_clocks_of_the_cluster_size() {
+        let ack = ReplicateAck {
+            received: VClock::zero(3),
+            delivered: VClock::zero(3),
+        };
+        assert!(ack.validate(3).is_ok());
+        assert!(ack.validate(2).is_err());
+        let ack = ReplicateAck {
+            received: VClock::zero(3),
+            delivered: VClock::zero(4),
+        };
+        assert!(ack.validate(3).is_err());
+    }
 }
