@@ -28,6 +28,9 @@ use causal_grid::Error;
 use libfuzzer_sys::arbitrary::{self, Arbitrary};
 use libfuzzer_sys::fuzz_target;
 
+#[path = "../common/causal.rs"]
+mod common;
+
 #[derive(Arbitrary, Debug)]
 enum Op {
     Offer {
@@ -158,20 +161,7 @@ fn make_write(n: usize, i: usize, origin: u8, vc: [u8; 4], key: u8, mangle: u8) 
 
 fn causal_check(n: usize, shadow: &mut VClock, handed: &[Write]) {
     for w in handed {
-        assert_eq!(
-            w.seq,
-            shadow.get(w.origin) + 1,
-            "{w:?} out of order at {shadow}"
-        );
-        for k in 0..n {
-            if k != w.origin {
-                assert!(
-                    w.vc.get(k) <= shadow.get(k),
-                    "{w:?} before its dependencies at {shadow}"
-                );
-            }
-        }
-        shadow.set(w.origin, w.seq);
+        common::deliver_in_causal_order(n, shadow, w);
     }
 }
 
