@@ -17,7 +17,8 @@
 # 5. faults, writing all along: disconnects one KV node from the network and
 #    reconnects it; stops and starts another; kills one with SIGKILL under
 #    write load and checks every acknowledged write is on every node; wipes
-#    one's volume and lets it rebuild from its peers; after each, checks that
+#    one's volume and lets it rebuild from its peers; stops and starts all
+#    three and checks the data is unchanged; after each, checks that
 #    all nodes converge (same delivered vector clock and same store). Kills a
 #    substation during a rush hour (no request may fail), and stops the
 #    balancer (the entry service must answer 503 with Retry-After) and
@@ -411,6 +412,18 @@ else
     fault_failed "the wiped node3 did not converge: $(all_brief)"
 fi
 rm -f "$acked"
+
+say "stop and start every KV node"
+before=$(status "${NODES[0]}")
+dc stop -t 10 node1 node2 node3 >/dev/null 2>&1
+dc start node1 node2 node3 >/dev/null 2>&1
+wait_healthy 90 node1 node2 node3
+same_as_before() { converged && [ "$(status "${NODES[0]}")" = "$before" ]; }
+if retry 60 same_as_before; then
+    ok "all three KV nodes stopped and started again: every node holds exactly the clock and store it had before"
+else
+    fault_failed "after a restart of the whole cluster the data changed: $(all_brief)"
+fi
 
 say "kill a substation during a rush hour"
 # grid_load: the balancer's sampled power over capacity, all substations.
