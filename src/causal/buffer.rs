@@ -201,14 +201,7 @@ pub(crate) mod tests {
     use proptest::prelude::*;
 
     pub(crate) fn w(origin: NodeId, vc: &[u64]) -> Write {
-        Write {
-            origin,
-            seq: vc[origin],
-            vc: VClock::from_vec(vc.to_vec()),
-            key: format!("k{origin}"),
-            value: format!("{vc:?}"),
-            ts_ms: 0,
-        }
+        super::super::write::test_write(origin, vc, &format!("k{origin}"), &format!("{vc:?}"))
     }
 
     #[test]

@@ -141,16 +141,9 @@ mod tests {
     use super::*;
 
     fn w(origin: NodeId, seq: u64) -> Write {
-        let mut vc = VClock::zero(2);
-        vc.set(origin, seq);
-        Write {
-            origin,
-            seq,
-            vc,
-            key: "k".into(),
-            value: seq.to_string(),
-            ts_ms: 0,
-        }
+        let mut vc = [0; 2];
+        vc[origin] = seq;
+        super::super::write::test_write(origin, &vc, "k", &seq.to_string())
     }
 
     #[test]

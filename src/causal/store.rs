@@ -131,19 +131,9 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::super::buffer::DeliveryBuffer;
+    use super::super::write::test_write as w;
     use super::*;
     use proptest::prelude::*;
-
-    fn w(origin: NodeId, vc: &[u64], key: &str, value: &str) -> Write {
-        Write {
-            origin,
-            seq: vc[origin],
-            vc: VClock::from_vec(vc.to_vec()),
-            key: key.into(),
-            value: value.into(),
-            ts_ms: 0,
-        }
-    }
 
     #[test]
     fn causally_later_write_wins() {

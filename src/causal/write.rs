@@ -64,3 +64,17 @@ impl Write {
         (self.vc.sum(), self.origin)
     }
 }
+
+/// A write of `origin` stamped with clock `vc` (so `seq = vc[origin]`), for
+/// tests.
+#[cfg(test)]
+pub(crate) fn test_write(origin: NodeId, vc: &[u64], key: &str, value: &str) -> Write {
+    Write {
+        origin,
+        seq: vc[origin],
+        vc: VClock::from_vec(vc.to_vec()),
+        key: key.into(),
+        value: value.into(),
+        ts_ms: 0,
+    }
+}

@@ -507,17 +507,7 @@ fn checkpoint(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn w(origin: NodeId, vc: &[u64], key: &str, value: &str) -> Write {
-        Write {
-            origin,
-            seq: vc[origin],
-            vc: VClock::from_vec(vc.to_vec()),
-            key: key.into(),
-            value: value.into(),
-            ts_ms: 0,
-        }
-    }
+    use crate::causal::write::test_write as w;
 
     fn tmp() -> std::path::PathBuf {
         std::env::temp_dir().join(format!("causal-grid-storage-{}", rand::random::<u64>()))
