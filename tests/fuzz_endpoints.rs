@@ -59,7 +59,8 @@ impl Services {
             let cluster = kv_support::Cluster::start(3, |c| {
                 // A valid context ahead of the node waits this long, then 503.
                 c.causal_wait_timeout_ms = 100;
-            });
+            })
+            .await;
             tx.send(cluster.urls.clone()).expect("report urls");
             let _ = stop.await;
             drop(cluster);

@@ -21,7 +21,7 @@ const CONVERGE: Duration = Duration::from_secs(20);
 #[actix_rt::test]
 async fn delayed_link_reorders_delivery_but_never_causal_order() {
     // No relaying during the test window: node 2 must wait for node 0.
-    let cluster = Cluster::start(3, |c| c.relay_after_ms = 60_000);
+    let cluster = Cluster::start(3, |c| c.relay_after_ms = 60_000).await;
     cluster.fault(0, 2, Some(FaultKind::Delay), 60_000).await;
 
     let first = cluster
@@ -72,7 +72,7 @@ async fn delayed_link_reorders_delivery_but_never_causal_order() {
 /// acknowledged write accounted for.
 #[actix_rt::test]
 async fn concurrent_writers_converge_with_every_write_present() {
-    let cluster = Cluster::start(3, |_| {});
+    let cluster = Cluster::start(3, |_| {}).await;
     let writers = 16;
     let per_writer = 40;
     let mut tasks = Vec::new();
@@ -128,7 +128,7 @@ async fn concurrent_writers_converge_with_every_write_present() {
 /// the winner is the highest-ranked write.
 #[actix_rt::test]
 async fn hot_key_written_everywhere_converges_to_the_highest_rank() {
-    let cluster = Cluster::start(3, |_| {});
+    let cluster = Cluster::start(3, |_| {}).await;
     let mut tasks = Vec::new();
     for node in 0..3 {
         let client = cluster.client.clone();
@@ -165,7 +165,7 @@ async fn hot_key_written_everywhere_converges_to_the_highest_rank() {
 /// converges and no acknowledged write is lost.
 #[actix_rt::test]
 async fn partition_then_heal_converges_without_losing_writes() {
-    let cluster = Cluster::start(3, |_| {});
+    let cluster = Cluster::start(3, |_| {}).await;
     cluster.partition(2, 120_000).await;
     let mut expected = HashMap::new();
     for i in 0..30 {
@@ -206,7 +206,8 @@ async fn causal_context_gives_read_your_writes_across_nodes() {
     let cluster = Cluster::start(3, |c| {
         c.relay_after_ms = 60_000;
         c.causal_wait_timeout_ms = 3_000;
-    });
+    })
+    .await;
     cluster.fault(0, 1, Some(FaultKind::Delay), 600).await;
     let put = cluster
         .client
@@ -249,7 +250,7 @@ async fn causal_context_gives_read_your_writes_across_nodes() {
 /// Malformed input gets a 4xx JSON error and changes nothing.
 #[actix_rt::test]
 async fn bad_inputs_get_json_errors_and_change_nothing() {
-    let cluster = Cluster::start(3, |c| c.max_value_bytes = 1024);
+    let cluster = Cluster::start(3, |c| c.max_value_bytes = 1024).await;
     let before = cluster.status(0).await;
     let http = awc::Client::default();
     let url = cluster.url(0);
@@ -319,7 +320,7 @@ async fn bad_inputs_get_json_errors_and_change_nothing() {
 /// requests, and none of them changes state.
 #[actix_rt::test]
 async fn unauthenticated_peer_traffic_is_refused() {
-    let cluster = Cluster::start(3, |_| {});
+    let cluster = Cluster::start(3, |_| {}).await;
     let url = cluster.url(0);
     let forged_write = Write {
         origin: 1,

@@ -11,7 +11,7 @@ use kv_support::{eventually, Cluster};
 /// node 2 still gets them, relayed by node 1.
 #[actix_rt::test]
 async fn writes_of_a_dead_origin_reach_the_third_node_through_a_survivor() {
-    let mut cluster = Cluster::start(3, |c| c.relay_after_ms = 300);
+    let mut cluster = Cluster::start(3, |c| c.relay_after_ms = 300).await;
     cluster.fault(0, 2, Some(FaultKind::Drop), 600_000).await;
     for i in 0..20 {
         let a = cluster
@@ -48,7 +48,7 @@ async fn writes_of_a_dead_origin_reach_the_third_node_through_a_survivor() {
 /// old sequence instead of reusing a number.
 #[actix_rt::test]
 async fn a_wiped_node_rejoins_without_reusing_sequence_numbers() {
-    let mut cluster = Cluster::start(3, |c| c.relay_after_ms = 300);
+    let mut cluster = Cluster::start(3, |c| c.relay_after_ms = 300).await;
     for i in 0..30 {
         let a = cluster
             .client
@@ -71,6 +71,7 @@ async fn a_wiped_node_rejoins_without_reusing_sequence_numbers() {
     cluster.stop(2).await;
     cluster.wipe(2);
     cluster.restart(2).await;
+    cluster.wait_ready(2).await;
     let a = cluster
         .client
         .put(cluster.url(2), "after-wipe", "1", None)
@@ -91,4 +92,60 @@ async fn a_wiped_node_rejoins_without_reusing_sequence_numbers() {
         );
     }
     assert_eq!(all[2].store["after-wipe"].value, "1");
+}
+
+/// A node that starts empty must not serve its empty store as data: while a
+/// peer it needs is down, `/ready`, `/get` and `/put` answer 503 (with
+/// `Retry-After` and a JSON reason); once the peer is back it rebuilds and
+/// serves, with the data it had.
+#[actix_rt::test]
+async fn an_empty_node_answers_503_until_the_peer_it_needs_is_back() {
+    let mut cluster = Cluster::start(3, |c| c.relay_after_ms = 300).await;
+    for i in 0..10 {
+        let a = cluster
+            .client
+            .put(cluster.url(i % 3), &format!("k{i}"), "v", None)
+            .await
+            .unwrap();
+        assert_eq!(a.status, 200);
+    }
+    cluster.wait_converged(Duration::from_secs(20)).await;
+    cluster.stop(1).await;
+    cluster.stop(2).await;
+    cluster.wipe(2);
+    cluster.restart(2).await;
+    // Node 0 answers at once; node 1 stays down: node 2 must keep refusing.
+    let url = cluster.url(2).to_string();
+    eventually(
+        Duration::from_secs(10),
+        "node 2 to hear from node 0",
+        || async {
+            let status = cluster.client.status_of(&url, false).await.ok()?;
+            let reason = status.not_ready?;
+            reason.contains("peer(s) 1").then_some(())
+        },
+    )
+    .await;
+    for _ in 0..5 {
+        let ready = cluster.client.ready(&url).await.unwrap();
+        assert_eq!(ready.status, 503, "{:?}", ready.body);
+        assert!(ready.body["error"].as_str().unwrap().contains("peer(s) 1"));
+        let get = cluster.client.get(&url, "k0", None).await.unwrap();
+        assert_eq!(
+            get.status, 503,
+            "an empty store is not data: {:?}",
+            get.body
+        );
+        assert!(get.body["error"].is_string());
+        let put = cluster.client.put(&url, "during", "x", None).await.unwrap();
+        assert_eq!(put.status, 503, "{:?}", put.body);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    cluster.restart(1).await;
+    cluster.wait_ready(2).await;
+    let get = cluster.client.get(&url, "k0", None).await.unwrap();
+    assert_eq!(get.status, 200, "{:?}", get.body);
+    let put = cluster.client.put(&url, "after", "y", None).await.unwrap();
+    assert_eq!(put.status, 200, "{:?}", put.body);
+    cluster.wait_converged(Duration::from_secs(20)).await;
 }

@@ -518,10 +518,17 @@ fn bench_storage(group: usize, groups: usize) -> Result<(), String> {
                     }
                 })
                 .collect();
+            let group = causal_grid::causal::Group {
+                id: 0,
+                snapshot: None,
+                writes,
+                delivered: clock.clone(),
+                trim: None,
+                sync: false,
+                rebuilding: false,
+            };
             let began = Instant::now();
-            storage
-                .commit(&writes, &clock, None)
-                .map_err(|e| e.to_string())?;
+            storage.commit(&group).map_err(|e| e.to_string())?;
             let _ = hist.record(began.elapsed().as_micros() as u64);
         }
         let secs = start.elapsed().as_secs_f64();

@@ -23,6 +23,8 @@
 
 use std::collections::VecDeque;
 
+use serde::{Deserialize, Serialize};
+
 use super::vclock::VClock;
 use super::write::{NodeId, Write};
 use crate::error::{Error, Result};
@@ -38,14 +40,39 @@ pub enum Offered {
     Delivered,
 }
 
+/// One write, named by its origin and sequence number.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WriteId {
+    pub origin: NodeId,
+    pub seq: u64,
+}
+
+/// Why one origin's writes wait (for `/status`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Waiting {
+    /// The origin whose writes wait.
+    pub origin: NodeId,
+    /// How many of its writes wait.
+    pub count: usize,
+    /// The first waiting write.
+    pub first_seq: u64,
+    /// Its key (for people reading `/status`).
+    pub key: String,
+    /// The write it waits for: a dependency on another node, or its own
+    /// predecessor when one of its origin's writes is missing.
+    pub blocked_on: WriteId,
+    /// How long it has waited, in the caller's milliseconds.
+    pub waited_ms: u64,
+}
+
 /// Per-origin queues of early writes plus the delivered frontier.
 #[derive(Debug, Clone)]
 pub struct DeliveryBuffer {
     delivered: VClock,
     /// Per origin `j`, slot `i` holds write `delivered[j] + 1 + i` if it has
-    /// arrived. A full front slot is blocked on another origin; the last
-    /// slot is always full.
-    pending: Vec<VecDeque<Option<Write>>>,
+    /// arrived, with its arrival time. A full front slot is blocked on
+    /// another origin; the last slot is always full.
+    pending: Vec<VecDeque<Option<(Write, u64)>>>,
     len: usize,
     capacity: usize,
 }
@@ -97,6 +124,12 @@ impl DeliveryBuffer {
     /// Fails with `Unavailable` when the buffer is full (the sender retries
     /// later) and `InvalidInput` when the write is malformed.
     pub fn offer(&mut self, write: Write, out: &mut Vec<Write>) -> Result<Offered> {
+        self.offer_at(write, 0, out)
+    }
+
+    /// Like `offer`, noting that the write arrived at `now_ms` (any
+    /// monotonic milliseconds; only `waiting` reads it).
+    pub fn offer_at(&mut self, write: Write, now_ms: u64, out: &mut Vec<Write>) -> Result<Offered> {
         write.validate(self.delivered.len())?;
         let origin = write.origin;
         let base = self.delivered.get(origin) + 1;
@@ -126,9 +159,40 @@ impl DeliveryBuffer {
         if queue.len() <= index {
             queue.resize(index + 1, None);
         }
-        queue[index] = Some(write);
+        queue[index] = Some((write, now_ms));
         self.len += 1;
         Ok(Offered::Buffered)
+    }
+
+    /// Per origin with waiting writes: how many, the first one, what blocks
+    /// it and since when (measured against `now_ms`).
+    pub fn waiting(&self, now_ms: u64) -> Vec<Waiting> {
+        let mut out = Vec::new();
+        for (j, queue) in self.pending.iter().enumerate() {
+            let Some((index, (first, arrived))) = queue
+                .iter()
+                .enumerate()
+                .find_map(|(i, slot)| slot.as_ref().map(|s| (i, s)))
+            else {
+                continue;
+            };
+            let (origin, seq) = if index > 0 {
+                (j, first.seq - index as u64)
+            } else {
+                (0..self.delivered.len())
+                    .find(|&k| k != j && first.vc.get(k) > self.delivered.get(k))
+                    .map_or((j, first.seq), |k| (k, first.vc.get(k)))
+            };
+            out.push(Waiting {
+                origin: j,
+                count: queue.iter().filter(|s| s.is_some()).count(),
+                first_seq: first.seq,
+                key: first.key.clone(),
+                blocked_on: WriteId { origin, seq },
+                waited_ms: now_ms.saturating_sub(*arrived),
+            });
+        }
+        out
     }
 
     /// Records that `origin`'s write `seq` was delivered by another path (the
@@ -177,11 +241,11 @@ impl DeliveryBuffer {
         loop {
             let mut progressed = false;
             for j in 0..self.pending.len() {
-                while let Some(Some(front)) = self.pending[j].front() {
+                while let Some(Some((front, _))) = self.pending[j].front() {
                     if !self.deps_satisfied(front) {
                         break;
                     }
-                    if let Some(Some(write)) = self.pending[j].pop_front() {
+                    if let Some(Some((write, _))) = self.pending[j].pop_front() {
                         self.len -= 1;
                         self.deliver(write, out);
                         progressed = true;
@@ -255,6 +319,27 @@ pub(crate) mod tests {
             Offered::Duplicate
         );
         assert_eq!(out.len(), 2);
+    }
+
+    #[test]
+    fn waiting_writes_say_what_blocks_them_and_for_how_long() {
+        let mut buf = DeliveryBuffer::new(3, 100);
+        let mut out = Vec::new();
+        // Node 2's write depends on node 1's first write.
+        buf.offer_at(w(2, &[0, 1, 1]), 100, &mut out).unwrap();
+        // Node 0's third write arrives before its second.
+        buf.offer_at(w(0, &[1, 0, 0]), 150, &mut out).unwrap();
+        buf.offer_at(w(0, &[3, 0, 0]), 200, &mut out).unwrap();
+        let waiting = buf.waiting(512);
+        assert_eq!(waiting.len(), 2);
+        assert_eq!((waiting[0].origin, waiting[0].first_seq), (0, 3));
+        let id = |origin, seq| WriteId { origin, seq };
+        assert_eq!(waiting[0].blocked_on, id(0, 2), "its own predecessor");
+        assert_eq!(waiting[0].waited_ms, 312);
+        assert_eq!((waiting[1].origin, waiting[1].count), (2, 1));
+        assert_eq!(waiting[1].blocked_on, id(1, 1));
+        assert_eq!(waiting[1].waited_ms, 412);
+        assert_eq!(waiting[1].key, "k2");
     }
 
     #[test]

@@ -77,6 +77,20 @@ impl<T> Waiters<T> {
         ready
     }
 
+    /// Removes and returns the waiters for which `expired` holds.
+    pub fn take_where(&mut self, mut expired: impl FnMut(&T) -> bool) -> Vec<T> {
+        let mut taken = Vec::new();
+        let mut i = 0;
+        while i < self.waiting.len() {
+            if expired(&self.waiting[i].1) {
+                taken.push(self.waiting.swap_remove(i).1);
+            } else {
+                i += 1;
+            }
+        }
+        taken
+    }
+
     /// Drops waiters whose requester has gone (e.g. timed out).
     pub fn retain(&mut self, mut keep: impl FnMut(&T) -> bool) {
         self.waiting.retain(|(_, t)| keep(t));

@@ -39,15 +39,43 @@ pub struct Versioned {
     pub origin: NodeId,
 }
 
+/// A write's place in the arbitration order: the sum of its vector clock,
+/// then its origin. See the module documentation for why it converges.
+pub type Rank = (u64, NodeId);
+
+/// The convergence rule, the one place it is written: does a version of
+/// rank `challenger` replace the `current` one? The store, the merge of a
+/// snapshot and the checkpoint on disk all decide with it.
+pub fn beats(challenger: Rank, current: Option<Rank>) -> bool {
+    current.is_none_or(|c| challenger > c)
+}
+
 impl Versioned {
-    pub fn rank(&self) -> (u64, NodeId) {
+    pub fn rank(&self) -> Rank {
         (self.vc.sum(), self.origin)
+    }
+
+    /// Does this version replace `current` under the convergence rule?
+    pub fn beats(&self, current: Option<&Versioned>) -> bool {
+        beats(self.rank(), current.map(Versioned::rank))
     }
 }
 
-/// The convergence rule: does `write` replace `current`?
-pub fn wins(write: &Write, current: Option<&Versioned>) -> bool {
-    current.is_none_or(|c| write.rank() > c.rank())
+impl From<&Write> for Versioned {
+    fn from(w: &Write) -> Self {
+        Versioned {
+            value: w.value.as_str().into(),
+            vc: w.vc.clone(),
+            origin: w.origin,
+        }
+    }
+}
+
+impl Write {
+    /// Does this write replace `current` under the convergence rule?
+    pub fn beats(&self, current: Option<&Versioned>) -> bool {
+        beats(self.rank(), current.map(Versioned::rank))
+    }
 }
 
 /// Keys, their winning versions, and the applied clock.
@@ -72,16 +100,10 @@ impl Store {
         if write.seq > self.applied.get(write.origin) {
             self.applied.set(write.origin, write.seq);
         }
-        let wins = wins(write, self.map.get(write.key.as_str()));
+        let wins = write.beats(self.map.get(write.key.as_str()));
         if wins {
-            self.map.insert(
-                write.key.as_str().into(),
-                Versioned {
-                    value: write.value.as_str().into(),
-                    vc: write.vc.clone(),
-                    origin: write.origin,
-                },
-            );
+            self.map
+                .insert(write.key.as_str().into(), Versioned::from(write));
         }
         wins
     }
@@ -93,11 +115,7 @@ impl Store {
 
     /// Merges a version from a peer's snapshot under the convergence rule.
     pub fn merge_version(&mut self, key: &str, version: Versioned) {
-        let newer = self
-            .map
-            .get(key)
-            .is_none_or(|current| version.rank() > current.rank());
-        if newer {
+        if version.beats(self.map.get(key)) {
             self.map.insert(key.into(), version);
         }
     }

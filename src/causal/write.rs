@@ -60,7 +60,7 @@ impl Write {
     /// concurrent writes with equal sums are ordered by origin id. Two
     /// distinct writes never share a rank (same origin implies causally
     /// ordered, hence different sums).
-    pub fn rank(&self) -> (u64, NodeId) {
+    pub fn rank(&self) -> super::store::Rank {
         (self.vc.sum(), self.origin)
     }
 }

@@ -15,6 +15,7 @@
 //! | `log` | `(origin, seq)` | a delivered write not yet causally stable (JSON `Write`) |
 //! | `meta` | `"delivered"` | the delivered clock (JSON) |
 //! | `meta` | `"identity"` | node id and cluster size the directory belongs to |
+//! | `meta` | `"rebuilding"` | present while the node rebuilds from its peers (see `causal::node`) |
 //!
 //! ## Write path: a write-ahead log in front of the database
 //! A group commit (all the writes that arrived while the previous commit was
@@ -32,6 +33,13 @@
 //! skipping writes the checkpoint clock covers; so after a crash the store,
 //! the clock and the log always agree.
 //!
+//! ## The rebuild mark
+//! Every group carries the node's rebuilding flag (`Group::rebuilding`); a
+//! log record stores it when it differs from the last one stored, and a
+//! checkpoint writes it to `meta`. Recovery reads `meta`, then lets each
+//! replayed record override it, so a node comes back in the state of its
+//! last durable group.
+//!
 //! This module does I/O: it is called from a blocking thread by `ClockActor`,
 //! never from an actor's thread.
 
@@ -47,8 +55,10 @@ use serde::{Deserialize, Serialize};
 
 use self::wal::Wal;
 
-use crate::causal::store::wins;
-use crate::causal::{NodeId, ReplicationLog, Store, VClock, Versioned, Write};
+use crate::causal::store::beats;
+use crate::causal::{
+    Boot, Group, NodeId, ReplicationLog, Snapshot, Store, VClock, Versioned, Write,
+};
 use crate::error::{Error, Result};
 
 const KV: TableDefinition<&str, &[u8]> = TableDefinition::new("kv");
@@ -80,23 +90,18 @@ impl std::str::FromStr for SyncPolicy {
     }
 }
 
-/// What a node finds in its `DATA_DIR` at start-up.
+/// What a node finds in its `DATA_DIR` at start-up: the store for
+/// `StoreActor`, the rest for the node's protocol core.
 pub struct Recovered {
-    pub delivered: VClock,
     pub store: Store,
-    pub log: ReplicationLog,
-    /// True when the directory held no state: a new node, or one whose data
-    /// was wiped (see `ClockActor` for how it avoids reusing sequence numbers).
-    pub fresh: bool,
+    pub boot: Boot,
 }
 
 impl Recovered {
     pub fn empty(n: usize) -> Self {
         Recovered {
-            delivered: VClock::zero(n),
             store: Store::new(n),
-            log: ReplicationLog::new(n),
-            fresh: true,
+            boot: Boot::empty(n),
         }
     }
 }
@@ -117,6 +122,8 @@ struct Inner {
     trim: Option<VClock>,
     checkpointer: Option<std::thread::JoinHandle<Result<()>>>,
     segment_bytes: u64,
+    /// The rebuild mark as last stored.
+    rebuilding: bool,
 }
 
 impl Drop for Storage {
@@ -139,12 +146,17 @@ impl Drop for Storage {
 #[derive(Deserialize)]
 struct WalRecord {
     writes: Vec<Write>,
+    /// Absent in records of versions without the mark: not rebuilding.
+    #[serde(default)]
+    rebuilding: Option<bool>,
 }
 
 /// The same record, serialized from borrowed writes.
 #[derive(Serialize)]
 struct WalRecordRef<'a> {
     writes: &'a [Write],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    rebuilding: Option<bool>,
 }
 
 fn storage_err(what: &str) -> impl Fn(redb::Error) -> Error + '_ {
@@ -181,19 +193,25 @@ impl Storage {
         let (wal, segments) = Wal::open(dir, policy == SyncPolicy::Fsync)?;
 
         // Replay what the last checkpoint does not cover.
-        let covered = recovered.delivered.clone();
+        let covered = recovered.boot.delivered.clone();
         let mut replayed = Vec::new();
         let mut last_segment = None;
+        let mut any_record = false;
         for (segment, records) in segments {
             last_segment = Some(segment);
             for payload in records {
-                for w in decode_record(&payload)? {
+                let record = decode_record(&payload)?;
+                any_record = true;
+                if let Some(flag) = record.rebuilding {
+                    recovered.boot.rebuilding = flag;
+                }
+                for w in record.writes {
                     if w.origin >= n || w.seq <= covered.get(w.origin) {
                         continue;
                     }
                     recovered.store.apply(&w);
-                    recovered.delivered.merge(&w.vc);
-                    if !recovered.log.append(w.clone()) {
+                    recovered.boot.delivered.merge(&w.vc);
+                    if !recovered.boot.log.append(w.clone()) {
                         return Err(Error::internal(format!(
                             "write-ahead log: write {}:{} out of sequence",
                             w.origin, w.seq
@@ -203,13 +221,14 @@ impl Storage {
                 }
             }
         }
-        if !replayed.is_empty() {
+        if any_record {
             log::info!(
                 "replayed {} writes from the write-ahead log",
                 replayed.len()
             );
-            checkpoint(&db, &[], &replayed, &recovered.delivered, None)?;
-            recovered.fresh = false;
+            let boot = &recovered.boot;
+            checkpoint(&db, None, &replayed, &boot.delivered, None, boot.rebuilding)?;
+            recovered.boot.fresh = false;
         }
         if let Some(upto) = last_segment {
             Wal::remove_upto(dir, upto)?;
@@ -222,16 +241,21 @@ impl Storage {
                 trim: None,
                 checkpointer: None,
                 segment_bytes: SEGMENT_BYTES,
+                rebuilding: recovered.boot.rebuilding,
             }),
         };
         Ok((storage, recovered))
     }
 }
 
-fn decode_record(payload: &[u8]) -> Result<Vec<Write>> {
+fn decode_record(payload: &[u8]) -> Result<WalRecord> {
     serde_json::from_slice::<WalRecord>(payload)
-        .map(|r| r.writes)
         .map_err(|e| Error::internal(format!("write-ahead log: bad record: {e}")))
+}
+
+fn decode_version(key: &str, bytes: &[u8]) -> Result<Versioned> {
+    serde_json::from_slice(bytes)
+        .map_err(|e| Error::internal(format!("storage: bad stored value of {key:?}: {e}")))
 }
 
 /// The writes of the closed (fully synced) log segments numbered `<= upto`,
@@ -239,7 +263,7 @@ fn decode_record(payload: &[u8]) -> Result<Vec<Write>> {
 fn closed_writes(dir: &Path, upto: u64) -> Result<Vec<Write>> {
     let mut writes = Vec::new();
     for payload in Wal::read_closed(dir, upto)? {
-        writes.extend(decode_record(&payload)?);
+        writes.extend(decode_record(&payload)?.writes);
     }
     Ok(writes)
 }
@@ -267,20 +291,28 @@ fn recover(db: &Database, me: NodeId, n: usize) -> Result<Recovered> {
                 }
             }
             let delivered = meta.get("delivered").map_err(dberr("read clock"))?;
-            match delivered {
+            let delivered = match delivered {
                 Some(v) => Some(
                     serde_json::from_slice::<VClock>(v.value())
                         .map_err(|e| Error::internal(format!("storage: bad clock: {e}")))?,
                 ),
                 None => None,
-            }
+            };
+            let rebuilding = meta
+                .get("rebuilding")
+                .map_err(dberr("read the rebuild mark"))?
+                .is_some();
+            (delivered, rebuilding)
         };
+        let (delivered, rebuilding) = delivered;
         txn.open_table(KV).map_err(dberr("open kv"))?;
         txn.open_table(LOG).map_err(dberr("open log"))?;
         txn.commit().map_err(dberr("commit"))?;
 
         let Some(delivered) = delivered else {
-            return Ok(Recovered::empty(n));
+            let mut empty = Recovered::empty(n);
+            empty.boot.rebuilding = rebuilding;
+            return Ok(empty);
         };
         if delivered.len() != n {
             return Err(Error::config(format!(
@@ -293,10 +325,7 @@ fn recover(db: &Database, me: NodeId, n: usize) -> Result<Recovered> {
         let kv = read.open_table(KV).map_err(dberr("open kv"))?;
         for entry in kv.iter().map_err(dberr("scan kv"))? {
             let (k, v) = entry.map_err(dberr("scan kv"))?;
-            let version: Versioned = serde_json::from_slice(v.value()).map_err(|e| {
-                Error::internal(format!("storage: bad value of {:?}: {e}", k.value()))
-            })?;
-            store.restore(k.value(), version);
+            store.restore(k.value(), decode_version(k.value(), v.value())?);
         }
         store.set_applied(delivered.clone());
 
@@ -310,85 +339,112 @@ fn recover(db: &Database, me: NodeId, n: usize) -> Result<Recovered> {
                     .map_err(|e| Error::internal(format!("storage: bad log entry: {e}")))?,
             );
         }
+        // Per origin, the run of writes ending at the delivered clock. Older
+        // entries cut off from it by a snapshot (which jumped the clock past
+        // them) are no longer needed: the snapshot's peer has them.
         let mut start = delivered.clone();
-        for k in 0..n {
-            let count = writes.iter().filter(|w| w.origin == k).count() as u64;
-            start.set(k, delivered.get(k).saturating_sub(count));
+        let mut kept: Vec<Vec<Write>> = (0..n).map(|_| Vec::new()).collect();
+        for w in writes {
+            if w.origin >= n || w.seq > delivered.get(w.origin) {
+                return Err(Error::internal(format!(
+                    "storage: log entry {}:{} is beyond the delivered clock [{delivered}]",
+                    w.origin, w.seq
+                )));
+            }
+            kept[w.origin].push(w);
+        }
+        for (k, run) in kept.iter_mut().enumerate() {
+            let mut expect = delivered.get(k);
+            let mut first = run.len();
+            while first > 0 && run[first - 1].seq == expect {
+                first -= 1;
+                expect -= 1;
+            }
+            run.drain(..first);
+            start.set(k, expect);
         }
         let mut log = ReplicationLog::starting_after(&start);
-        for w in writes {
+        for w in kept.into_iter().flatten() {
             if !log.append(w) {
                 return Err(Error::internal("storage: replication log has a gap"));
             }
         }
         Ok(Recovered {
-            delivered,
             store,
-            log,
-            fresh: false,
+            boot: Boot {
+                delivered,
+                log,
+                fresh: false,
+                rebuilding,
+            },
         })
     }
 }
 
 impl Storage {
-    /// Durably records a group of delivered writes (in delivery order), their
-    /// effect on the key space, the new delivered clock, and drops log entries
-    /// that are causally stable (`trim`).
-    pub fn commit(
-        &self,
-        writes: &[Write],
-        delivered: &VClock,
-        trim: Option<&VClock>,
-    ) -> Result<()> {
-        self.commit_with(&[], writes, delivered, trim)
-    }
-
-    /// Like `commit`, first merging versions from a peer's snapshot (rare:
-    /// done synchronously, as a full checkpoint).
-    pub fn commit_with(
-        &self,
-        snapshot: &[(String, Versioned)],
-        writes: &[Write],
-        delivered: &VClock,
-        trim: Option<&VClock>,
-    ) -> Result<()> {
+    /// Durably records a group (see `causal::node::Group`): a peer's
+    /// snapshot if any, the writes in delivery order, the clock they reach,
+    /// the rebuild mark, and the trim of causally stable log entries. With
+    /// `group.sync` the data is forced to disk whatever the policy.
+    pub fn commit(&self, group: &Group) -> Result<()> {
         let mut inner = self
             .inner
             .lock()
             .map_err(|_| Error::internal("storage lock poisoned"))?;
-        if let Some(t) = trim {
+        if let Some(t) = &group.trim {
             inner.trim = Some(t.clone());
         }
-        if inner.checkpointer.as_ref().is_some_and(|h| h.is_finished()) || !snapshot.is_empty() {
+        let snapshot = group.snapshot.as_ref();
+        if inner.checkpointer.as_ref().is_some_and(|h| h.is_finished()) || snapshot.is_some() {
             if let Some(handle) = inner.checkpointer.take() {
                 handle
                     .join()
                     .map_err(|_| Error::internal("checkpoint thread panicked"))??;
             }
         }
-        if !snapshot.is_empty() {
+        if snapshot.is_some() {
+            // Rare (a rebuilding node installs one): done synchronously, as
+            // a full checkpoint of everything logged so far.
             let closed = inner.wal.rotate()?;
             let mut all = closed_writes(&self.dir, closed)?;
-            all.extend(writes.iter().cloned());
-            checkpoint(&self.db, snapshot, &all, delivered, inner.trim.as_ref())?;
+            all.extend(group.writes.iter().cloned());
+            checkpoint(
+                &self.db,
+                snapshot,
+                &all,
+                &group.delivered,
+                inner.trim.as_ref(),
+                group.rebuilding,
+            )?;
+            inner.rebuilding = group.rebuilding;
             Wal::remove_upto(&self.dir, closed)?;
             return Ok(());
         }
-        if !writes.is_empty() {
-            let record = serde_json::to_vec(&WalRecordRef { writes }).map_err(Error::internal)?;
+        let mark = (group.rebuilding != inner.rebuilding).then_some(group.rebuilding);
+        if !group.writes.is_empty() || mark.is_some() {
+            let record = serde_json::to_vec(&WalRecordRef {
+                writes: &group.writes,
+                rebuilding: mark.or(group.rebuilding.then_some(true)),
+            })
+            .map_err(Error::internal)?;
             inner.wal.append(&record)?;
+            inner.rebuilding = group.rebuilding;
+        }
+        if group.sync {
+            inner.wal.sync()?;
         }
         if inner.wal.bytes() >= inner.segment_bytes && inner.checkpointer.is_none() {
             // The closed segments are read back from disk (the page cache,
             // usually) rather than kept in memory until their checkpoint.
             let closed = inner.wal.rotate()?;
-            let clock = delivered.clone();
+            let clock = group.delivered.clone();
             let trim = inner.trim.clone();
+            let rebuilding = group.rebuilding;
             let db = self.db.clone();
             let dir = self.dir.clone();
             inner.checkpointer = Some(std::thread::spawn(move || {
                 let batch = closed_writes(&dir, closed)?;
-                checkpoint(&db, &[], &batch, &clock, trim.as_ref())?;
+                checkpoint(&db, None, &batch, &clock, trim.as_ref(), rebuilding)?;
                 Wal::remove_upto(&dir, closed)
             }));
         }
@@ -402,77 +458,51 @@ impl Storage {
             inner.segment_bytes = bytes.max(1);
         }
     }
-
-    /// Forces everything committed so far to disk (an empty commit with
-    /// `Durability::Immediate`), whatever the policy.
-    pub fn sync(&self) -> Result<()> {
-        let mut inner = self
-            .inner
-            .lock()
-            .map_err(|_| Error::internal("storage lock poisoned"))?;
-        inner.wal.sync()
-    }
 }
 
 /// Writes a group of delivered writes (and snapshot versions) into the
 /// database in one durable transaction: their effect on `kv`, the unstable
-/// ones into `log`, the clock they reach as `delivered`, and drops log entries
-/// that are causally stable (`trim`).
+/// ones into `log`, the clock they reach as `delivered`, the rebuild mark,
+/// and drops log entries that are causally stable (`trim`).
 fn checkpoint(
     db: &Database,
-    snapshot: &[(String, Versioned)],
+    snapshot: Option<&Snapshot>,
     writes: &[Write],
     delivered: &VClock,
     trim: Option<&VClock>,
+    rebuilding: bool,
 ) -> Result<()> {
     let mut txn = db.begin_write().map_err(dberr("begin"))?;
     txn.set_durability(Durability::Immediate);
     {
         let mut kv = txn.open_table(KV).map_err(dberr("open kv"))?;
         let mut log = txn.open_table(LOG).map_err(dberr("open log"))?;
-        for (key, version) in snapshot {
-            let newer = match kv.get(key.as_str()).map_err(dberr("read kv"))? {
-                Some(v) => serde_json::from_slice::<Versioned>(v.value())
-                    .map(|current| version.rank() > current.rank())
-                    .unwrap_or(true),
-                None => true,
-            };
-            if newer {
-                let bytes = serde_json::to_vec(version).map_err(Error::internal)?;
-                kv.insert(key.as_str(), bytes.as_slice())
-                    .map_err(dberr("write kv"))?;
-            }
-        }
-        // Only the winner per key reaches the table (the highest rank, as in
-        // `Store::apply`), written in key order so neighbouring keys share
-        // the pages they dirty.
-        let mut winners: BTreeMap<&str, &Write> = BTreeMap::new();
-        for w in writes {
-            match winners.entry(w.key.as_str()) {
+        // Only the winner per key reaches the table, written in key order so
+        // neighbouring keys share the pages they dirty.
+        let mut winners: BTreeMap<&str, (crate::causal::store::Rank, Versioned)> = BTreeMap::new();
+        let candidates = snapshot
+            .into_iter()
+            .flat_map(|s| s.entries.iter().map(|(k, v)| (k.as_str(), v.clone())))
+            .chain(writes.iter().map(|w| (w.key.as_str(), Versioned::from(w))));
+        for (key, version) in candidates {
+            let rank = version.rank();
+            match winners.entry(key) {
                 Entry::Vacant(slot) => {
-                    slot.insert(w);
+                    slot.insert((rank, version));
                 }
                 Entry::Occupied(mut slot) => {
-                    if w.rank() > slot.get().rank() {
-                        slot.insert(w);
+                    if beats(rank, Some(slot.get().0)) {
+                        slot.insert((rank, version));
                     }
                 }
             }
         }
-        for (key, w) in winners {
+        for (key, (rank, version)) in winners {
             let current = match kv.get(key).map_err(dberr("read kv"))? {
-                Some(v) => Some(
-                    serde_json::from_slice::<Versioned>(v.value())
-                        .map_err(|e| Error::internal(format!("storage: bad value: {e}")))?,
-                ),
+                Some(v) => Some(decode_version(key, v.value())?.rank()),
                 None => None,
             };
-            if wins(w, current.as_ref()) {
-                let version = Versioned {
-                    value: w.value.as_str().into(),
-                    vc: w.vc.clone(),
-                    origin: w.origin,
-                };
+            if beats(rank, current) {
                 let bytes = serde_json::to_vec(&version).map_err(Error::internal)?;
                 kv.insert(key, bytes.as_slice())
                     .map_err(dberr("write kv"))?;
@@ -480,9 +510,12 @@ fn checkpoint(
         }
         // The log keeps, per origin, the contiguous run of writes after the
         // stable clock: writes every peer already has are never inserted
-        // (in a healthy cluster, nearly all of them by checkpoint time).
+        // (in a healthy cluster, nearly all of them by checkpoint time), nor
+        // are writes a snapshot covers.
         for w in writes {
-            if trim.is_some_and(|stable| w.seq <= stable.get(w.origin)) {
+            if trim.is_some_and(|stable| w.seq <= stable.get(w.origin))
+                || snapshot.is_some_and(|s| w.seq <= s.delivered.get(w.origin))
+            {
                 continue;
             }
             let bytes = serde_json::to_vec(w).map_err(Error::internal)?;
@@ -499,6 +532,13 @@ fn checkpoint(
         let clock = serde_json::to_vec(delivered).map_err(Error::internal)?;
         meta.insert("delivered", clock.as_slice())
             .map_err(dberr("write clock"))?;
+        if rebuilding {
+            meta.insert("rebuilding", b"true".as_slice())
+                .map_err(dberr("write the rebuild mark"))?;
+        } else {
+            meta.remove("rebuilding")
+                .map_err(dberr("clear the rebuild mark"))?;
+        }
     }
     txn.commit().map_err(dberr("commit"))?;
     Ok(())
@@ -509,6 +549,19 @@ mod tests {
     use super::*;
     use crate::causal::write::test_write as w;
 
+    /// A group of `writes` reaching `delivered`.
+    fn group(writes: &[Write], delivered: &VClock, trim: Option<&VClock>) -> Group {
+        Group {
+            id: 0,
+            snapshot: None,
+            writes: writes.to_vec(),
+            delivered: delivered.clone(),
+            trim: trim.cloned(),
+            sync: false,
+            rebuilding: false,
+        }
+    }
+
     fn tmp() -> std::path::PathBuf {
         std::env::temp_dir().join(format!("causal-grid-storage-{}", rand::random::<u64>()))
     }
@@ -517,28 +570,28 @@ mod tests {
     fn state_survives_reopen_and_trim() {
         let dir = tmp();
         let (s, r) = Storage::open(&dir, 0, 2, SyncPolicy::Fsync).unwrap();
-        assert!(r.fresh);
+        assert!(r.boot.fresh);
         let a = w(0, &[1, 0], "x", "1");
         let b = w(1, &[1, 1], "x", "2");
         let c = w(0, &[2, 1], "y", "3");
-        s.commit(&[a.clone(), b.clone()], &VClock::from_vec(vec![1, 1]), None)
+        s.commit(&group(&[a, b], &VClock::from_vec(vec![1, 1]), None))
             .unwrap();
-        s.commit(
+        s.commit(&group(
             std::slice::from_ref(&c),
             &VClock::from_vec(vec![2, 1]),
             Some(&VClock::from_vec(vec![1, 0])),
-        )
+        ))
         .unwrap();
         drop(s);
         let (_, r) = Storage::open(&dir, 0, 2, SyncPolicy::Fsync).unwrap();
-        assert!(!r.fresh);
-        assert_eq!(r.delivered, VClock::from_vec(vec![2, 1]));
+        assert!(!r.boot.fresh);
+        assert_eq!(r.boot.delivered, VClock::from_vec(vec![2, 1]));
         assert_eq!(r.store.get("x").unwrap().value.as_ref(), "2");
         assert_eq!(r.store.get("y").unwrap().value.as_ref(), "3");
         assert_eq!(r.store.applied(), &VClock::from_vec(vec![2, 1]));
         // 0:2 and 1:1 remain for resending (the trim of 0:1 was only in
         // memory: it is redone after the restart, which costs a resend).
-        assert!(r.log.len() >= 2);
+        assert!(r.boot.log.len() >= 2);
         let _ = std::fs::remove_dir_all(&dir);
     }
 
@@ -552,7 +605,7 @@ mod tests {
             let seq = clock.increment(0);
             let write = w(0, &[seq], &format!("k{}", i % 17), &i.to_string());
             let trim = (i % 10 == 0).then(|| VClock::from_vec(vec![i - 5]));
-            s.commit(std::slice::from_ref(&write), &clock, trim.as_ref())
+            s.commit(&group(std::slice::from_ref(&write), &clock, trim.as_ref()))
                 .unwrap();
         }
         drop(s);
@@ -571,7 +624,7 @@ mod tests {
             "checkpointed segments are deleted ({segments} left)"
         );
         let (_, r) = Storage::open(&dir, 0, 1, SyncPolicy::Fsync).unwrap();
-        assert_eq!(r.delivered, VClock::from_vec(vec![120]));
+        assert_eq!(r.boot.delivered, VClock::from_vec(vec![120]));
         for k in 0..17u64 {
             // The last write of each key wins.
             let last = (1..=120u64).filter(|i| i % 17 == k).max().unwrap();
@@ -580,7 +633,7 @@ mod tests {
                 last.to_string().into()
             );
         }
-        assert!(r.log.len() < 120, "stable writes were trimmed");
+        assert!(r.boot.log.len() < 120, "stable writes were trimmed");
         let _ = std::fs::remove_dir_all(&dir);
     }
 
@@ -609,10 +662,11 @@ mod tests {
         let clock = VClock::from_vec(vec![1, 3]);
         checkpoint(
             &s.db,
-            &[],
+            None,
             &writes,
             &clock,
             Some(&VClock::from_vec(vec![0, 2])),
+            false,
         )
         .unwrap();
         assert_eq!(
@@ -623,9 +677,9 @@ mod tests {
         let r = recover(&s.db, 0, 2).unwrap();
         assert_eq!(r.store.get("x").unwrap().value.as_ref(), "b");
         assert_eq!(r.store.get("other").unwrap().value.as_ref(), "b2");
-        assert_eq!(r.log.len(), 2);
+        assert_eq!(r.boot.log.len(), 2);
         // The recovered log continues where the table ends.
-        let mut log = r.log;
+        let mut log = r.boot.log;
         assert!(log.append(w(1, &[1, 4], "y", "b4")));
         drop(s);
         let _ = std::fs::remove_dir_all(&dir);
@@ -649,7 +703,7 @@ mod tests {
         let writes: Vec<Write> = (1..=200)
             .map(|i| w(0, &[i], &format!("k{i}"), &"v".repeat(100)))
             .collect();
-        s.commit(&writes, &VClock::from_vec(vec![200]), None)
+        s.commit(&group(&writes, &VClock::from_vec(vec![200]), None))
             .unwrap();
         drop(s);
         // Overwrite the middle of the file with garbage.
@@ -670,6 +724,84 @@ mod tests {
                 }
             }
         }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn the_rebuild_mark_survives_a_restart_until_the_group_that_clears_it() {
+        let dir = tmp();
+        let (s, r) = Storage::open(&dir, 2, 3, SyncPolicy::Fsync).unwrap();
+        assert!(r.boot.fresh && !r.boot.rebuilding);
+        // The first group of a rebuilding node carries the mark, even
+        // without writes.
+        let mut g = group(&[], &VClock::zero(3), None);
+        g.rebuilding = true;
+        s.commit(&g).unwrap();
+        drop(s);
+        let (s, r) = Storage::open(&dir, 2, 3, SyncPolicy::Fsync).unwrap();
+        assert!(r.boot.rebuilding, "still rebuilding after a restart");
+        // A snapshot installed while rebuilding commits a clock; the mark
+        // stays.
+        let mut g = group(&[], &VClock::from_vec(vec![1, 1, 1]), None);
+        g.rebuilding = true;
+        g.snapshot = Some(Snapshot {
+            delivered: VClock::from_vec(vec![1, 1, 1]),
+            entries: vec![(
+                "a".into(),
+                Versioned {
+                    value: "x".into(),
+                    vc: VClock::from_vec(vec![1, 1, 1]),
+                    origin: 2,
+                },
+            )],
+        });
+        s.commit(&g).unwrap();
+        drop(s);
+        let (s, r) = Storage::open(&dir, 2, 3, SyncPolicy::Fsync).unwrap();
+        assert!(r.boot.rebuilding && !r.boot.fresh);
+        assert_eq!(r.boot.delivered, VClock::from_vec(vec![1, 1, 1]));
+        assert_eq!(r.store.get("a").unwrap().value.as_ref(), "x");
+        // The group that ends the rebuild clears it.
+        let w = w(2, &[1, 1, 2], "b", "y");
+        s.commit(&group(
+            std::slice::from_ref(&w),
+            &VClock::from_vec(vec![1, 1, 2]),
+            None,
+        ))
+        .unwrap();
+        drop(s);
+        let (_, r) = Storage::open(&dir, 2, 3, SyncPolicy::Fsync).unwrap();
+        assert!(!r.boot.rebuilding);
+        assert_eq!(r.boot.delivered, VClock::from_vec(vec![1, 1, 2]));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_stored_value_that_cannot_be_decoded_is_an_error_on_every_path() {
+        let dir = tmp();
+        let (s, _) = Storage::open(&dir, 0, 1, SyncPolicy::Fsync).unwrap();
+        {
+            let txn = s.db.begin_write().unwrap();
+            {
+                let mut kv = txn.open_table(KV).unwrap();
+                kv.insert("k", b"not json".as_slice()).unwrap();
+                let mut meta = txn.open_table(META).unwrap();
+                meta.insert("delivered", b"[1]".as_slice()).unwrap();
+            }
+            txn.commit().unwrap();
+        }
+        let write = w(0, &[2], "k", "v");
+        let snapshot = Snapshot {
+            delivered: VClock::from_vec(vec![2]),
+            entries: vec![("k".into(), Versioned::from(&write))],
+        };
+        let clock = VClock::from_vec(vec![2]);
+        // The merge of a snapshot and the checkpoint of writes both refuse
+        // it rather than overwrite it.
+        assert!(checkpoint(&s.db, Some(&snapshot), &[], &clock, None, false).is_err());
+        assert!(checkpoint(&s.db, None, &[write], &clock, None, false).is_err());
+        assert!(recover(&s.db, 0, 1).is_err(), "and so does recovery");
+        drop(s);
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -28,8 +28,27 @@ pub struct Cluster {
 }
 
 impl Cluster {
-    /// Starts `n` nodes; `tweak` adjusts each node's configuration.
-    pub fn start(n: usize, tweak: impl Fn(&mut KvConfig)) -> Cluster {
+    /// Starts `n` nodes and waits until every one is ready (a new cluster's
+    /// nodes start empty and first hear from each other); `tweak` adjusts
+    /// each node's configuration.
+    pub async fn start(n: usize, tweak: impl Fn(&mut KvConfig)) -> Cluster {
+        let cluster = Cluster::spawn(n, tweak);
+        for i in 0..n {
+            cluster.wait_ready(i).await;
+        }
+        cluster
+    }
+
+    /// Polls node `i`'s `/ready` until it answers 200.
+    pub async fn wait_ready(&self, i: usize) {
+        self.client
+            .await_ready(self.url(i), Duration::from_secs(20))
+            .await
+            .expect("node ready");
+    }
+
+    /// Starts `n` nodes without waiting for them to be ready.
+    pub fn spawn(n: usize, tweak: impl Fn(&mut KvConfig)) -> Cluster {
         let listeners: Vec<TcpListener> = (0..n)
             .map(|_| TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port"))
             .collect();

@@ -9,19 +9,21 @@
 //! here), which tells the sender where to resume, and `delivered`, which is
 //! only what is durable, because senders trim their logs by it.
 
+use std::time::Instant;
+
 use actix::prelude::*;
 
-use super::clock::ClockActor;
-use super::messages::{Ack, BufferView, Deliver, Durable, GetBufferView, Replicate};
+use super::messages::{Ack, BufferView, Deliver, Durable, GetBufferView, Replicate, Stop};
 use super::metrics::KvMetrics;
-use crate::causal::{DeliveryBuffer, NodeId, Offered, VClock};
+use crate::causal::{DeliveryBuffer, NodeId, Offered, VClock, Write};
 use crate::error::{Error, Result};
 
 pub struct DeliveryBufferActor {
     me: NodeId,
     buffer: DeliveryBuffer,
     durable: VClock,
-    clock: Addr<ClockActor>,
+    clock: Recipient<Deliver>,
+    epoch: Instant,
     metrics: KvMetrics,
 }
 
@@ -31,7 +33,7 @@ impl DeliveryBufferActor {
         me: NodeId,
         delivered: VClock,
         capacity: usize,
-        clock: Addr<ClockActor>,
+        clock: Recipient<Deliver>,
         metrics: KvMetrics,
     ) -> Self {
         DeliveryBufferActor {
@@ -39,11 +41,16 @@ impl DeliveryBufferActor {
             buffer: DeliveryBuffer::with_delivered(delivered.clone(), capacity),
             durable: delivered,
             clock,
+            epoch: Instant::now(),
             metrics,
         }
     }
 
-    fn forward(&mut self, ready: Vec<crate::causal::Write>) {
+    fn now_ms(&self) -> u64 {
+        self.epoch.elapsed().as_millis() as u64
+    }
+
+    fn forward(&mut self, ready: Vec<Write>) {
         self.metrics.buffered.set(self.buffer.len() as i64);
         if !ready.is_empty() {
             self.clock.do_send(Deliver { writes: ready });
@@ -64,6 +71,7 @@ impl Handler<Replicate> for DeliveryBufferActor {
 
     fn handle(&mut self, msg: Replicate, _: &mut Self::Context) -> Self::Result {
         let from = msg.from;
+        let now = self.now_ms();
         let mut ready = Vec::new();
         let mut refused = None;
         for write in msg.writes {
@@ -75,7 +83,7 @@ impl Handler<Replicate> for DeliveryBufferActor {
                 write.vc,
                 self.buffer.delivered()
             );
-            match self.buffer.offer(write, &mut ready) {
+            match self.buffer.offer_at(write, now, &mut ready) {
                 Ok(Offered::Duplicate) => self.metrics.duplicates.inc(),
                 Ok(_) => {}
                 Err(e) => {
@@ -121,15 +129,15 @@ impl Handler<GetBufferView> for DeliveryBufferActor {
     fn handle(&mut self, _: GetBufferView, _: &mut Self::Context) -> Self::Result {
         MessageResult(BufferView {
             buffered: self.buffer.len(),
-            delivered: self.buffer.delivered().clone(),
+            waiting: self.buffer.waiting(self.now_ms()),
         })
     }
 }
 
-impl Handler<super::messages::Stop> for DeliveryBufferActor {
+impl Handler<Stop> for DeliveryBufferActor {
     type Result = ();
 
-    fn handle(&mut self, _: super::messages::Stop, ctx: &mut Self::Context) {
+    fn handle(&mut self, _: Stop, ctx: &mut Self::Context) {
         ctx.stop();
     }
 }

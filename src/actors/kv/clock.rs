@@ -1,313 +1,206 @@
-//! `ClockActor`: the node's vector clock, its sequence numbers, and the
-//! single point through which every write is delivered.
+//! `ClockActor`: runs the node's protocol core, [`Node`], and executes what
+//! it decides.
 //!
-//! Local writes are stamped here (own entry incremented, the write carries
-//! the whole delivered clock), and replicated writes released by the
-//! `DeliveryBufferActor` are merged here. Because this one actor forwards
-//! both kinds to `StoreActor` with `do_send`, the store sees them in an order
-//! consistent with causality, and because concurrent `/put`s are serialized
-//! by this actor's mailbox, each gets a distinct sequence number.
+//! Every decision (stamping, the group commit and its order, rebuilding
+//! after an empty start, causal stability, refusals) is the core's; see
+//! `causal::node`. This actor is the loop around it: it turns messages into
+//! [`Input`]s, and [`Effect`]s into actions: a group written to storage on
+//! a blocking thread, `do_send`s to the store, the delivery buffer and the
+//! replicators, answers to waiting requests, metrics. A 50 ms timer feeds
+//! the core its logical time.
 //!
-//! The actor also holds the replication log (every delivered write until it
-//! is causally stable), which the per-peer replicators read from.
-//!
-//! ## Group commit
-//! A delivered write (stamped local write or released replicated write) goes
-//! first into `pending`. If no commit is running, the pending group is handed
-//! to a blocking thread that writes it to storage in one transaction (one
-//! fsync); writes delivered meanwhile wait for the next group. Only when a
-//! group is durable is it applied to the store, answered to its clients,
-//! appended to the replication log (so peers never see a write that could be
-//! lost), and reported to the buffer (so acknowledgements cover only durable
-//! writes). Groups commit one at a time, in delivery order.
-//!
-//! ## Never reusing a sequence number
-//! Sequence numbers come from the durable delivered clock, so a restarted
-//! node continues after its last durable write, and no peer can hold a later
-//! one (writes leave the node only once durable). A node whose `DATA_DIR`
-//! was empty cannot tell a new cluster from a wiped disk, so it refuses
-//! writes (503) until every peer has answered and it has delivered all of its
-//! own earlier writes that any peer reports (peers relay them back).
+//! Only one group is ever with storage, so `spawn_blocking` never runs two
+//! commits at once and groups become durable in delivery order.
 
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use tokio::sync::oneshot;
 
-use super::buffer::DeliveryBufferActor;
 use super::messages::{
-    Apply, Batch, ClockView, Deliver, Durable, FetchSnapshot, GetClockView, InstallSnapshot,
-    PeerProgress, Put, PutDone, ReadBatch, Restore, Wake,
+    Apply, Batch, Deliver, Durable, FetchSnapshot, Flush, GetClockView, InstallSnapshot, NodeReady,
+    PeerProgress, Put, PutDone, ReadBatch, Stop, Wake,
 };
 use super::metrics::KvMetrics;
-use super::replicator::ReplicatorActor;
-use super::store::{await_context, StoreActor};
 use crate::auth::now_ms;
-use crate::causal::session::Waiters;
-use crate::causal::{NodeId, ReplicationLog, VClock, Write};
+use crate::causal::node::Counters;
+use crate::causal::{Effect, Group, Input, Node, RequestId};
 use crate::error::{Error, Result};
 use crate::storage::Storage;
 
-/// Upper bound on the bytes of one replication batch (a single larger write
-/// is still sent on its own).
-const MAX_BATCH_BYTES: usize = 4 * 1024 * 1024;
+/// How often the core is told the time (it times out context waits).
+const TICK: Duration = Duration::from_millis(50);
 
-pub struct ClockActor {
-    me: NodeId,
-    delivered: VClock,
-    log: ReplicationLog,
-    max_log: usize,
-    storage: Option<Arc<Storage>>,
-    /// Delivered, not yet durable, in delivery order.
-    pending: Vec<Write>,
-    pending_replies: Vec<oneshot::Sender<VClock>>,
-    committing: bool,
-    /// Causally stable clock not yet trimmed from storage.
-    trim: Option<VClock>,
-    /// See "Never reusing a sequence number".
-    recovering: bool,
-    peers_heard: Vec<bool>,
-    own_floor: u64,
-    recovery_waiters: Vec<oneshot::Sender<()>>,
-    snapshot_requested: bool,
-    /// Versions from a peer's snapshot, committed with the next group.
-    snapshot: Vec<(String, crate::causal::Versioned)>,
-    /// Graceful shutdown: callers waiting for a final synced commit.
-    flush_waiters: Vec<oneshot::Sender<()>>,
-    /// Each node's last acknowledged delivered clock (our own entry unused).
-    peer_delivered: Vec<VClock>,
-    waiters: Waiters<oneshot::Sender<()>>,
-    wait_timeout: Duration,
-    store: Addr<StoreActor>,
-    buffer: Addr<DeliveryBufferActor>,
+/// Where the core's effects go.
+pub struct ClockPeers {
+    pub store: Recipient<Apply>,
+    pub ready: Recipient<NodeReady>,
+    pub buffer: Recipient<Durable>,
     /// Indexed by node id; `None` at our own index.
-    replicators: Vec<Option<Addr<ReplicatorActor>>>,
-    metrics: KvMetrics,
+    pub wake: Vec<Option<Recipient<Wake>>>,
+    pub fetch: Vec<Option<Recipient<FetchSnapshot>>>,
 }
 
-pub struct ClockParts {
-    pub me: NodeId,
-    pub n: usize,
-    pub delivered: VClock,
-    pub log: ReplicationLog,
-    pub storage: Option<Arc<Storage>>,
-    pub fresh: bool,
-    pub max_log: usize,
-    pub wait_timeout: Duration,
-    pub max_waiters: usize,
-    pub store: Addr<StoreActor>,
-    pub buffer: Addr<DeliveryBufferActor>,
-    pub replicators: Vec<Option<Addr<ReplicatorActor>>>,
-    pub metrics: KvMetrics,
+pub struct ClockActor {
+    node: Node,
+    /// Effects of the core's boot, executed once the actor runs.
+    boot: Vec<Effect>,
+    storage: Option<Arc<Storage>>,
+    peers: ClockPeers,
+    next_id: RequestId,
+    puts: HashMap<RequestId, oneshot::Sender<Result<PutDone>>>,
+    flushes: HashMap<RequestId, oneshot::Sender<()>>,
+    epoch: Instant,
+    metrics: KvMetrics,
+    /// The counters as last exported.
+    exported: Counters,
 }
 
 impl ClockActor {
-    pub fn new(p: ClockParts) -> Self {
-        let mut peers_heard = vec![false; p.n];
-        peers_heard[p.me] = true;
+    pub fn new(
+        (node, boot): (Node, Vec<Effect>),
+        storage: Option<Arc<Storage>>,
+        peers: ClockPeers,
+        metrics: KvMetrics,
+    ) -> Self {
         ClockActor {
-            me: p.me,
-            delivered: p.delivered,
-            log: p.log,
-            max_log: p.max_log,
-            storage: p.storage,
-            pending: Vec::new(),
-            pending_replies: Vec::new(),
-            committing: false,
-            trim: None,
-            recovering: p.fresh && p.n > 1,
-            peers_heard,
-            own_floor: 0,
-            recovery_waiters: Vec::new(),
-            snapshot_requested: false,
-            snapshot: Vec::new(),
-            flush_waiters: Vec::new(),
-            peer_delivered: vec![VClock::zero(p.n); p.n],
-            waiters: Waiters::new(p.max_waiters),
-            wait_timeout: p.wait_timeout,
-            store: p.store,
-            buffer: p.buffer,
-            replicators: p.replicators,
-            metrics: p.metrics,
+            node,
+            boot,
+            storage,
+            peers,
+            next_id: 1,
+            puts: HashMap::new(),
+            flushes: HashMap::new(),
+            epoch: Instant::now(),
+            metrics,
+            exported: Counters::default(),
         }
     }
 
-    /// Stamps a local write and queues it for the next group commit; the
-    /// receiver yields the store's applied clock once the write is durable
-    /// and visible to reads.
-    fn local_write(
-        &mut self,
-        key: String,
-        value: String,
-        ctx: &mut Context<Self>,
-    ) -> Result<(Write, oneshot::Receiver<VClock>)> {
-        if self.recovering {
-            return Err(Error::unavailable(
-                "node started with an empty DATA_DIR and has not yet heard from every peer",
-            ));
-        }
-        if self.log.len() + self.pending.len() >= self.max_log {
-            return Err(Error::unavailable(format!(
-                "replication log full ({} writes not yet delivered everywhere); a peer is down or slow",
-                self.log.len()
-            )));
-        }
-        let seq = self.delivered.increment(self.me);
-        let write = Write {
-            origin: self.me,
-            seq,
-            vc: self.delivered.clone(),
-            key,
-            value,
-            ts_ms: now_ms(),
-        };
-        let (tx, rx) = oneshot::channel();
-        self.pending.push(write.clone());
-        self.pending_replies.push(tx);
-        self.metrics.writes.inc();
-        self.after_delivery();
-        self.commit(ctx);
-        Ok((write, rx))
+    fn id(&mut self) -> RequestId {
+        self.next_id += 1;
+        self.next_id
     }
 
-    /// Starts a group commit of everything pending, unless one is running.
-    fn commit(&mut self, ctx: &mut Context<Self>) {
-        if self.committing
-            || (self.pending.is_empty()
-                && self.trim.is_none()
-                && self.snapshot.is_empty()
-                && self.flush_waiters.is_empty())
-        {
-            return;
-        }
-        let flushing = std::mem::take(&mut self.flush_waiters);
-        let writes = std::mem::take(&mut self.pending);
-        let replies = std::mem::take(&mut self.pending_replies);
-        let snapshot = std::mem::take(&mut self.snapshot);
-        let clock = self.delivered.clone();
-        let Some(storage) = self.storage.clone() else {
-            self.trim = None;
-            self.durable(snapshot, writes, replies, clock);
-            for waiter in flushing {
-                let _ = waiter.send(());
-            }
-            return;
-        };
-        let sync = !flushing.is_empty();
-        self.committing = true;
-        let trim = self.trim.take();
-        let job = tokio::task::spawn_blocking(move || {
-            let mut result = storage.commit_with(&snapshot, &writes, &clock, trim.as_ref());
-            if sync && result.is_ok() {
-                result = storage.sync();
-            }
-            (result, snapshot, writes, clock)
-        });
-        let done = job.into_actor(self).map(move |joined, act, ctx| {
-            act.committing = false;
-            match joined {
-                Ok((Ok(()), snapshot, writes, clock)) => {
-                    act.durable(snapshot, writes, replies, clock);
-                    for waiter in flushing {
-                        let _ = waiter.send(());
+    /// Feeds one input and executes what comes back.
+    fn step(&mut self, input: Input, ctx: &mut Context<Self>) {
+        let effects = self.node.step(input);
+        self.execute(effects, ctx);
+    }
+
+    fn execute(&mut self, effects: Vec<Effect>, ctx: &mut Context<Self>) {
+        let mut queue = VecDeque::from(effects);
+        while let Some(effect) = queue.pop_front() {
+            match effect {
+                Effect::Persist(group) => match self.storage.clone() {
+                    // In memory, a group is durable at once.
+                    None => queue.extend(self.node.step(Input::Persisted(group))),
+                    Some(storage) => self.persist(storage, group, ctx),
+                },
+                Effect::Apply {
+                    snapshot,
+                    writes,
+                    replies,
+                    applied,
+                } => {
+                    let now = now_ms();
+                    for w in writes.iter().filter(|w| w.origin != self.node.me()) {
+                        let origin = w.origin.to_string();
+                        self.metrics.deliveries.with_label_values(&[&origin]).inc();
+                        let delay = now.saturating_sub(w.ts_ms) as f64 / 1000.0;
+                        self.metrics.delivery_delay.observe(delay);
                     }
-                    act.commit(ctx);
+                    let replies = replies
+                        .into_iter()
+                        .filter_map(|(id, i)| Some((self.puts.remove(&id)?, writes[i].vc.clone())))
+                        .collect();
+                    self.peers.store.do_send(Apply {
+                        snapshot,
+                        writes,
+                        replies,
+                        applied,
+                    });
                 }
-                Ok((Err(e), ..)) => act.storage_failed(&e.to_string()),
-                Err(e) => act.storage_failed(&e.to_string()),
+                Effect::Durable { delivered } => self.peers.buffer.do_send(Durable { delivered }),
+                Effect::Wake { delivered } => {
+                    for r in self.peers.wake.iter().flatten() {
+                        r.do_send(Wake {
+                            delivered: delivered.clone(),
+                        });
+                    }
+                }
+                Effect::Refused { id, error } => {
+                    if let Some(tx) = self.puts.remove(&id) {
+                        let _ = tx.send(Err(error));
+                    }
+                }
+                Effect::Flushed { id } => {
+                    if let Some(tx) = self.flushes.remove(&id) {
+                        let _ = tx.send(());
+                    }
+                }
+                Effect::FetchSnapshot { peer } => {
+                    log::info!(
+                        "node {}: started without its data; fetching a snapshot from peer {peer}",
+                        self.node.me()
+                    );
+                    if let Some(Some(r)) = self.peers.fetch.get(peer) {
+                        r.do_send(FetchSnapshot);
+                    }
+                }
+                Effect::Ready => {
+                    log::info!(
+                        "node {}: ready; own writes continue after seq {}",
+                        self.node.me(),
+                        self.node.delivered().get(self.node.me())
+                    );
+                    self.peers.ready.do_send(NodeReady);
+                }
+                Effect::Halt { reason } => fail_stop(&reason),
             }
+        }
+        self.export_metrics();
+    }
+
+    /// Writes a group on a blocking thread; the core learns when it is done.
+    fn persist(&mut self, storage: Arc<Storage>, group: Group, ctx: &mut Context<Self>) {
+        let job = tokio::task::spawn_blocking(move || {
+            let result = storage.commit(&group);
+            (result, group)
         });
-        ctx.spawn(done);
+        ctx.spawn(job.into_actor(self).map(|joined, act, ctx| match joined {
+            Ok((Ok(()), group)) => act.step(Input::Persisted(group), ctx),
+            Ok((Err(e), _)) => fail_stop(&format!("storage failure: {e}")),
+            Err(e) => fail_stop(&format!("storage thread failed: {e}")),
+        }));
     }
 
-    /// A group is durable: make it visible and replicable.
-    fn durable(
-        &mut self,
-        snapshot: Vec<(String, crate::causal::Versioned)>,
-        writes: Vec<Write>,
-        replies: Vec<oneshot::Sender<VClock>>,
-        clock: VClock,
-    ) {
-        if !snapshot.is_empty() {
-            self.store.do_send(Restore {
-                entries: snapshot,
-                delivered: clock.clone(),
-            });
-        }
-        for write in &writes {
-            if !self.log.append(write.clone()) {
-                log::error!(
-                    "write {}:{} delivered out of sequence; not logged",
-                    write.origin,
-                    write.seq
-                );
-            }
-        }
-        self.store.do_send(Apply { writes, replies });
-        self.buffer.do_send(Durable {
-            delivered: clock.clone(),
-        });
-        self.metrics.log_entries.set(self.log.len() as i64);
-        for r in self.replicators.iter().flatten() {
-            r.do_send(Wake {
-                delivered: clock.clone(),
-            });
-        }
+    fn export_metrics(&mut self) {
+        let now = self.node.counters().clone();
+        let was = std::mem::replace(&mut self.exported, now.clone());
+        self.metrics.writes.inc_by(now.writes - was.writes);
+        let waits = &self.metrics.context_waits;
+        waits
+            .with_label_values(&["ok"])
+            .inc_by(now.context_waits_ok - was.context_waits_ok);
+        waits
+            .with_label_values(&["timeout"])
+            .inc_by(now.context_waits_timeout - was.context_waits_timeout);
+        self.metrics.duplicates.inc_by(now.covered - was.covered);
+        self.metrics
+            .log_entries
+            .set(self.node.view().log_entries as i64);
     }
+}
 
-    /// The disk failed under us: a write may have been acknowledged to
-    /// nobody but is stamped, so the only safe move is to stop (fail-stop)
-    /// and let the supervisor restart the node from its durable state.
-    fn storage_failed(&mut self, e: &str) {
-        log::error!("storage failure, stopping the node: {e}");
-        actix::System::current().stop_with_code(70);
-    }
-
-    fn after_delivery(&mut self) {
-        for waiter in self.waiters.release(&self.delivered) {
-            let _ = waiter.send(());
-        }
-    }
-
-    /// While recovering: a receiver that resolves when writes are accepted.
-    fn wait_recovered(&mut self) -> Option<oneshot::Receiver<()>> {
-        if !self.recovering {
-            return None;
-        }
-        self.recovery_waiters.retain(|tx| !tx.is_closed());
-        let (tx, rx) = oneshot::channel();
-        self.recovery_waiters.push(tx);
-        Some(rx)
-    }
-
-    fn check_recovered(&mut self) {
-        if self.recovering
-            && self.peers_heard.iter().all(|h| *h)
-            && self.delivered.get(self.me) >= self.own_floor
-        {
-            self.recovering = false;
-            for waiter in self.recovery_waiters.drain(..) {
-                let _ = waiter.send(());
-            }
-            log::info!(
-                "node {}: heard from every peer; continuing own writes after seq {}",
-                self.me,
-                self.delivered.get(self.me)
-            );
-        }
-    }
-
-    fn wait_for(&mut self, ctx: Option<VClock>) -> Result<Option<oneshot::Receiver<()>>> {
-        let Some(ctx) = ctx else { return Ok(None) };
-        if ctx.le(&self.delivered) {
-            return Ok(None);
-        }
-        self.waiters.retain(|tx| !tx.is_closed());
-        let (tx, rx) = oneshot::channel();
-        self.waiters.wait(ctx, tx)?;
-        Ok(Some(rx))
-    }
+/// A write may be stamped and acknowledged to nobody, or the history has a
+/// hole: the only safe move is to stop (fail-stop) and let the supervisor
+/// restart the node from its durable state.
+fn fail_stop(reason: &str) {
+    log::error!("stopping the node: {reason}");
+    System::current().stop_with_code(70);
 }
 
 impl Actor for ClockActor {
@@ -315,45 +208,34 @@ impl Actor for ClockActor {
 
     fn started(&mut self, ctx: &mut Self::Context) {
         ctx.set_mailbox_capacity(1024);
+        let boot = std::mem::take(&mut self.boot);
+        self.execute(boot, ctx);
+        ctx.run_interval(TICK, |act, ctx| {
+            let now_ms = act.epoch.elapsed().as_millis() as u64;
+            act.step(Input::Tick { now_ms }, ctx);
+        });
     }
 }
 
 impl Handler<Put> for ClockActor {
-    type Result = ResponseActFuture<Self, Result<PutDone>>;
+    type Result = ResponseFuture<Result<PutDone>>;
 
-    fn handle(&mut self, msg: Put, _: &mut Self::Context) -> Self::Result {
-        let rx = self.wait_for(msg.context);
-        let recovered = self.wait_recovered();
-        let timeout = self.wait_timeout;
-        let metrics = self.metrics.clone();
-        let wait = async move {
-            if let Some(recovered) = recovered {
-                // A fresh node's first writes wait (briefly, in a new
-                // cluster) until it knows its own sequence numbers are free.
-                match tokio::time::timeout(timeout, recovered).await {
-                    Ok(Ok(())) => {}
-                    _ => {
-                        return Err(Error::unavailable(
-                            "node started with an empty DATA_DIR and has not yet heard from every peer; it accepts writes once it has",
-                        ))
-                    }
-                }
-            }
-            await_context(rx?, timeout, &metrics).await
+    fn handle(&mut self, msg: Put, ctx: &mut Self::Context) -> Self::Result {
+        let id = self.id();
+        let (tx, rx) = oneshot::channel();
+        self.puts.insert(id, tx);
+        let input = Input::Put {
+            id,
+            key: msg.key,
+            value: msg.value,
+            context: msg.context,
+            ts_ms: now_ms(),
         };
-        // Stamp only after the wait, with the clock as it is then, so the
-        // write covers the client's context (writes-follow-reads).
-        Box::pin(wait.into_actor(self).then(move |res, act, ctx| {
-            let stamped = res.and_then(|_| act.local_write(msg.key, msg.value, ctx));
-            async move {
-                let (write, applied) = stamped?;
-                let context = applied
-                    .await
-                    .map_err(|_| Error::unavailable("node is shutting down"))?;
-                Ok(PutDone { write, context })
-            }
-            .into_actor(act)
-        }))
+        self.step(input, ctx);
+        Box::pin(async move {
+            rx.await
+                .map_err(|_| Error::unavailable("node is shutting down"))?
+        })
     }
 }
 
@@ -361,49 +243,7 @@ impl Handler<Deliver> for ClockActor {
     type Result = ();
 
     fn handle(&mut self, msg: Deliver, ctx: &mut Self::Context) {
-        let now = now_ms();
-        for write in &msg.writes {
-            self.delivered.merge(&write.vc);
-            self.metrics
-                .deliveries
-                .with_label_values(&[&write.origin.to_string()])
-                .inc();
-            self.metrics
-                .delivery_delay
-                .observe(now.saturating_sub(write.ts_ms) as f64 / 1000.0);
-        }
-        self.pending.extend(msg.writes);
-        self.after_delivery();
-        self.check_recovered();
-        self.commit(ctx);
-    }
-}
-
-impl Handler<ReadBatch> for ClockActor {
-    type Result = MessageResult<ReadBatch>;
-
-    fn handle(&mut self, msg: ReadBatch, _: &mut Self::Context) -> Self::Result {
-        let mut writes = Vec::new();
-        let mut bytes = 0usize;
-        for &(origin, after, upto) in &msg.plan.ranges {
-            let room = msg.plan.max.saturating_sub(writes.len());
-            if room == 0 || bytes >= MAX_BATCH_BYTES {
-                break;
-            }
-            let start = writes.len();
-            self.log.read(origin, after, upto, room, &mut writes);
-            for (i, w) in writes[start..].iter().enumerate() {
-                bytes += w.key.len() + w.value.len() + 64;
-                if bytes >= MAX_BATCH_BYTES {
-                    writes.truncate(start + i + 1);
-                    break;
-                }
-            }
-        }
-        MessageResult(Batch {
-            writes,
-            delivered: self.delivered.clone(),
-        })
+        self.step(Input::Deliver { writes: msg.writes }, ctx);
     }
 }
 
@@ -411,65 +251,12 @@ impl Handler<PeerProgress> for ClockActor {
     type Result = ();
 
     fn handle(&mut self, msg: PeerProgress, ctx: &mut Self::Context) {
-        if let Some(heard) = self.peers_heard.get_mut(msg.peer) {
-            *heard = true;
-        }
-        self.own_floor = self.own_floor.max(msg.delivered.get(self.me));
-        if self.recovering && !self.snapshot_requested && !msg.delivered.le(&self.delivered) {
-            // We started empty but this peer has history: take its snapshot
-            // rather than wait for writes it may already have trimmed.
-            if let Some(Some(r)) = self.replicators.get(msg.peer) {
-                log::info!(
-                    "node {}: started empty; fetching a snapshot from peer {} (delivered [{}])",
-                    self.me,
-                    msg.peer,
-                    msg.delivered
-                );
-                self.snapshot_requested = true;
-                r.do_send(FetchSnapshot);
-            }
-        }
-        self.check_recovered();
-        if let Some(slot) = self.peer_delivered.get_mut(msg.peer) {
-            *slot = msg.delivered;
-        }
-        // Causally stable: delivered by every node (ourselves included).
-        let mut stable = self.delivered.clone();
-        for (k, clock) in self.peer_delivered.iter().enumerate() {
-            if k == self.me {
-                continue;
-            }
-            for (i, entry) in clock.entries().iter().enumerate() {
-                if *entry < stable.get(i) {
-                    stable.set(i, *entry);
-                }
-            }
-            for i in clock.len()..stable.len() {
-                stable.set(i, 0);
-            }
-        }
-        let before = self.log.len();
-        self.log.trim(&stable);
-        if self.log.len() < before {
-            // Trimmed in storage with the next group commit.
-            self.trim = Some(stable);
-            self.commit(ctx);
-        }
-        self.metrics.log_entries.set(self.log.len() as i64);
-    }
-}
-
-impl Handler<super::messages::Flush> for ClockActor {
-    type Result = ResponseFuture<Result<()>>;
-
-    fn handle(&mut self, _: super::messages::Flush, ctx: &mut Self::Context) -> Self::Result {
-        let (tx, rx) = oneshot::channel();
-        self.flush_waiters.push(tx);
-        self.commit(ctx);
-        Box::pin(async move {
-            rx.await
-                .map_err(|_| Error::internal("the final commit did not complete"))
-        })
+        let input = Input::PeerAcked {
+            peer: msg.peer,
+            received: msg.received,
+            delivered: msg.delivered,
+        };
+        self.step(input, ctx);
     }
 }
 
@@ -478,17 +265,41 @@ impl Handler<InstallSnapshot> for ClockActor {
 
     fn handle(&mut self, msg: InstallSnapshot, ctx: &mut Self::Context) {
         log::info!(
-            "node {}: installing a snapshot of {} keys at [{}]",
-            self.me,
-            msg.entries.len(),
-            msg.delivered
+            "node {}: installing a snapshot of {} keys at [{}] from peer {}",
+            self.node.me(),
+            msg.snapshot.entries.len(),
+            msg.snapshot.delivered,
+            msg.from
         );
-        self.delivered.merge(&msg.delivered);
-        self.log.advance_to(&msg.delivered);
-        self.snapshot.extend(msg.entries);
-        self.after_delivery();
-        self.check_recovered();
-        self.commit(ctx);
+        let input = Input::Snapshot {
+            from: msg.from,
+            snapshot: msg.snapshot,
+        };
+        self.step(input, ctx);
+    }
+}
+
+impl Handler<ReadBatch> for ClockActor {
+    type Result = MessageResult<ReadBatch>;
+
+    fn handle(&mut self, msg: ReadBatch, _: &mut Self::Context) -> Self::Result {
+        let (writes, delivered) = self.node.read_batch(&msg.plan);
+        MessageResult(Batch { writes, delivered })
+    }
+}
+
+impl Handler<Flush> for ClockActor {
+    type Result = ResponseFuture<Result<()>>;
+
+    fn handle(&mut self, _: Flush, ctx: &mut Self::Context) -> Self::Result {
+        let id = self.id();
+        let (tx, rx) = oneshot::channel();
+        self.flushes.insert(id, tx);
+        self.step(Input::Flush { id }, ctx);
+        Box::pin(async move {
+            rx.await
+                .map_err(|_| Error::internal("the final commit did not complete"))
+        })
     }
 }
 
@@ -496,17 +307,14 @@ impl Handler<GetClockView> for ClockActor {
     type Result = MessageResult<GetClockView>;
 
     fn handle(&mut self, _: GetClockView, _: &mut Self::Context) -> Self::Result {
-        MessageResult(ClockView {
-            delivered: self.delivered.clone(),
-            log_entries: self.log.len(),
-        })
+        MessageResult(self.node.view())
     }
 }
 
-impl Handler<super::messages::Stop> for ClockActor {
+impl Handler<Stop> for ClockActor {
     type Result = ();
 
-    fn handle(&mut self, _: super::messages::Stop, ctx: &mut Self::Context) {
+    fn handle(&mut self, _: Stop, ctx: &mut Self::Context) {
         ctx.stop();
     }
 }

@@ -3,26 +3,28 @@
 //! The flow of a write:
 //!
 //! ```text
-//!  client ──Put──▶ ClockActor ──Apply──▶ StoreActor        (local write)
-//!                      │ ├──LocalDelivered──▶ DeliveryBufferActor
-//!                      │ └──Wake──▶ ReplicatorActor (one per peer)
+//!  client ──Put──▶ ClockActor (Node) ──Apply──▶ StoreActor          (local write)
 //!  peer ──Replicate──▶ DeliveryBufferActor ──Deliver──▶ ClockActor ──Apply──▶ StoreActor
+//!  ClockActor ──Durable──▶ DeliveryBufferActor; ──Wake──▶ ReplicatorActor (one per peer)
 //!  ReplicatorActor ──ReadBatch──▶ ClockActor; ──PeerProgress──▶ ClockActor
 //! ```
 //!
 //! Every arrow from one actor to another that must preserve order is a
 //! `do_send` from a single sender, which actix delivers in FIFO order; that is
-//! what keeps the store's application order causal.
+//! what keeps the store's application order causal. Actors hold each other
+//! as `Recipient<Message>`, so they depend on these messages, not on each
+//! other.
 
 use actix::prelude::*;
 use tokio::sync::oneshot;
 
-use crate::causal::{FaultKind, Plan, VClock, Versioned, Write};
-use crate::error::{Error, Result};
+use crate::causal::{FaultKind, Plan, Snapshot, VClock, Versioned, Waiting, Write};
+use crate::error::Result;
 use crate::http::kv::wire::PeerStatus;
 
-/// A client write. Sent by the `/put` handler to `ClockActor`, which waits
-/// for `context` (if any) to be applied, stamps the write and delivers it.
+/// A client write. Sent by the `/put` handler to `ClockActor`, whose node
+/// waits for `context` (if any) to be delivered, stamps the write and
+/// answers once it is durable and applied.
 #[derive(Message)]
 #[rtype(result = "Result<PutDone>")]
 pub struct Put {
@@ -31,13 +33,16 @@ pub struct Put {
     pub context: Option<VClock>,
 }
 
-/// The answer to `Put`: the stamped write and the node's applied clock
+/// The answer to `Put`: the write's clock and the store's applied clock
 /// right after it (the client's new causal context).
 #[derive(Debug, Clone)]
 pub struct PutDone {
-    pub write: Write,
+    pub vc: VClock,
     pub context: VClock,
 }
+
+/// Where a waiting put's answer goes, with its write's clock.
+pub type PutReply = (oneshot::Sender<Result<PutDone>>, VClock);
 
 /// A client read. Sent by the `/get` handler to `StoreActor`, which first
 /// waits for `context` (bounded by its timeout).
@@ -55,14 +60,16 @@ pub struct GetDone {
     pub context: VClock,
 }
 
-/// Durable writes to apply, in causal order. Sent by `ClockActor` only (one
-/// sender, FIFO) after each group commit, with the reply channels of the
-/// local writes in the group whose clients are waiting.
+/// A durable group to make visible, in causal order: first the snapshot's
+/// versions (if any), then the writes. Sent by `ClockActor` only (one
+/// sender, FIFO), with the answers of the local writes in the group.
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct Apply {
+    pub snapshot: Option<Snapshot>,
     pub writes: Vec<Write>,
-    pub replies: Vec<oneshot::Sender<VClock>>,
+    pub replies: Vec<PutReply>,
+    pub applied: VClock,
 }
 
 /// A batch of writes from a peer. Sent by the `/peer/replicate` handler to
@@ -124,12 +131,15 @@ pub struct Batch {
     pub delivered: VClock,
 }
 
-/// A peer acknowledged delivery up to `delivered`. Sent by a
-/// `ReplicatorActor` to `ClockActor`, which trims causally stable writes.
+/// A peer acknowledged a batch: it has received (delivered or buffered)
+/// `received` and durably delivered `delivered`. Sent by a `ReplicatorActor`
+/// to `ClockActor`, whose node trims causally stable writes and, while
+/// rebuilding, learns what the peer holds of ours.
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct PeerProgress {
     pub peer: usize,
+    pub received: VClock,
     pub delivered: VClock,
 }
 
@@ -162,7 +172,7 @@ pub struct StoreSnapshot {
     pub entries: Vec<(String, Versioned)>,
 }
 
-/// Ask `DeliveryBufferActor` how many writes wait.
+/// Ask `DeliveryBufferActor` which writes wait, and why.
 #[derive(Message)]
 #[rtype(result = "BufferView")]
 pub struct GetBufferView;
@@ -170,19 +180,13 @@ pub struct GetBufferView;
 #[derive(Debug, Clone)]
 pub struct BufferView {
     pub buffered: usize,
-    pub delivered: VClock,
+    pub waiting: Vec<Waiting>,
 }
 
-/// Ask `ClockActor` for its clock and log size.
+/// Ask `ClockActor` for its node's view (clocks, log, readiness).
 #[derive(Message)]
-#[rtype(result = "ClockView")]
+#[rtype(result = "crate::causal::node::NodeView")]
 pub struct GetClockView;
-
-#[derive(Debug, Clone)]
-pub struct ClockView {
-    pub delivered: VClock,
-    pub log_entries: usize,
-}
 
 /// Stop the actor. Sent by `KvNode::shutdown` to every actor of a node when
 /// the node stops (so replicators stop retrying towards their peers).
@@ -190,91 +194,29 @@ pub struct ClockView {
 #[rtype(result = "()")]
 pub struct Stop;
 
-/// A peer's consistent snapshot: its delivered clock and every key's
-/// winning version. Fetched by a `ReplicatorActor` when `ClockActor` asks
-/// (`FetchSnapshot`) and sent to `ClockActor` to install.
-#[derive(Message, Debug, Clone, serde::Serialize, serde::Deserialize)]
+/// A peer's snapshot to install. Fetched by a `ReplicatorActor` when
+/// `ClockActor` asks (`FetchSnapshot`) and sent to `ClockActor`.
+#[derive(Message, Debug, Clone)]
 #[rtype(result = "()")]
 pub struct InstallSnapshot {
-    pub delivered: VClock,
-    pub entries: Vec<(String, Versioned)>,
+    pub from: usize,
+    pub snapshot: Snapshot,
 }
 
-impl InstallSnapshot {
-    /// A peer's snapshot must fit a cluster of `n` nodes: its clock and every
-    /// version's clock have `n` entries, every origin is a node, and no
-    /// version is beyond the clock the snapshot claims.
-    pub fn validate(&self, n: usize) -> Result<()> {
-        if self.delivered.len() != n {
-            return Err(Error::invalid(format!(
-                "snapshot clock has {} entries, the cluster has {n}",
-                self.delivered.len()
-            )));
-        }
-        for (key, v) in &self.entries {
-            if v.vc.len() != n || v.origin >= n || !v.vc.le(&self.delivered) {
-                return Err(Error::invalid(format!(
-                    "snapshot version of {key:?} (origin {}, clock [{}]) does not fit the snapshot clock [{}]",
-                    v.origin, v.vc, self.delivered
-                )));
-            }
-        }
-        Ok(())
-    }
-}
-
-/// Fetch the peer's snapshot. Sent by `ClockActor` to one replicator when the
-/// node started empty and that peer has delivered writes it lacks.
+/// Fetch the peer's snapshot. Sent by `ClockActor` to one replicator when
+/// its rebuilding node learns that the peer holds writes it lacks.
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct FetchSnapshot;
 
-/// Merge snapshot versions into the store. Sent by `ClockActor` after the
-/// snapshot is durable, before the `Apply` of the same group.
+/// The node has recovered (and, if it started empty, rebuilt): reads may be
+/// served. Sent by `ClockActor` to `StoreActor` once.
 #[derive(Message)]
 #[rtype(result = "()")]
-pub struct Restore {
-    pub entries: Vec<(String, Versioned)>,
-    pub delivered: VClock,
-}
+pub struct NodeReady;
 
 /// Make everything delivered so far durable, with an fsync whatever the
 /// policy. Sent by `KvNode::flush` on graceful shutdown.
 #[derive(Message)]
 #[rtype(result = "Result<()>")]
 pub struct Flush;
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn version(origin: usize, vc: &[u64]) -> Versioned {
-        Versioned {
-            value: "v".into(),
-            vc: VClock::from_vec(vc.to_vec()),
-            origin,
-        }
-    }
-
-    #[test]
-    fn a_snapshot_must_fit_the_cluster() {
-        let ok = InstallSnapshot {
-            delivered: VClock::from_vec(vec![2, 1, 0]),
-            entries: vec![("x".into(), version(0, &[2, 1, 0]))],
-        };
-        assert!(ok.validate(3).is_ok());
-        assert!(ok.validate(2).is_err(), "clock of another cluster size");
-        let mut beyond = ok.clone();
-        beyond.entries.push(("y".into(), version(1, &[0, 2, 0])));
-        assert!(
-            beyond.validate(3).is_err(),
-            "version beyond the snapshot clock"
-        );
-        let mut short = ok.clone();
-        short.entries.push(("y".into(), version(0, &[1, 0])));
-        assert!(short.validate(3).is_err(), "version clock too short");
-        let mut stranger = ok;
-        stranger.entries.push(("y".into(), version(7, &[1, 0, 0])));
-        assert!(stranger.validate(3).is_err(), "origin outside the cluster");
-    }
-}

@@ -2,13 +2,14 @@
 //!
 //! | actor | wraps | role |
 //! |---|---|---|
-//! | [`ClockActor`] | `VClock`, `ReplicationLog` | stamps local writes, the single delivery point, holds the log |
+//! | [`ClockActor`] | `Node` | the node's protocol core: stamps, delivers, group-commits, rebuilds |
 //! | [`StoreActor`] | `Store`, `Waiters` | versioned values, reads, causal-context waits |
 //! | [`DeliveryBufferActor`] | `DeliveryBuffer` | holds early replicated writes until causally ready |
 //! | [`ReplicatorActor`] | `PeerStream` | one per peer: batches, sends, retries, relays |
 //!
-//! [`KvNode`] starts them, wires their addresses together and is what the
-//! HTTP layer talks to.
+//! [`KvNode::start`] starts them and wires them together (each holds the
+//! others as `Recipient`s of the messages it sends); the handle it returns
+//! is what the HTTP layer talks to.
 
 pub mod buffer;
 pub mod clock;
@@ -29,11 +30,11 @@ pub use metrics::KvMetrics;
 pub use replicator::ReplicatorActor;
 pub use store::StoreActor;
 
-use self::clock::ClockParts;
+use self::clock::ClockPeers;
 use self::messages::{GetBufferView, GetClockView, GetPeerView, GetStoreSnapshot, SetFault};
-use self::replicator::ReplicatorParts;
+use self::replicator::{ClockLink, ReplicatorParts};
 use crate::auth::Signer;
-use crate::causal::StreamConfig;
+use crate::causal::{Node, NodeConfig, Snapshot, StreamConfig};
 use crate::config::KvConfig;
 use crate::error::{Error, Result};
 use crate::http::kv::wire::{FaultRequest, StatusResponse, StoredValue};
@@ -78,31 +79,42 @@ impl KvNode {
                 (Some(Arc::new(s)), r)
             }
         };
-        if !recovered.fresh {
+        let Recovered { store, boot } = recovered;
+        if !boot.fresh {
             log::info!(
-                "node {me}: recovered delivered clock [{}], {} keys, {} unstable writes",
-                recovered.delivered,
-                recovered.store.len(),
-                recovered.log.len()
+                "node {me}: recovered delivered clock [{}], {} keys, {} unstable writes{}",
+                boot.delivered,
+                store.len(),
+                boot.log.len(),
+                if boot.rebuilding {
+                    "; its rebuild from its peers resumes"
+                } else {
+                    ""
+                }
             );
         }
-        let Recovered {
-            delivered,
-            store,
-            log: replication_log,
-            fresh,
-        } = recovered;
+        let delivered = boot.delivered.clone();
+        let core = Node::new(
+            NodeConfig {
+                me,
+                n,
+                max_log: config.max_log_entries,
+                max_waiters: MAX_WAITERS,
+                wait_timeout_ms: config.causal_wait_timeout_ms,
+            },
+            boot,
+        );
 
-        // ClockActor and the others hold each other's addresses: create its
-        // context first so its address exists before it starts.
+        // The actors hold each other's addresses: create the clock's context
+        // first so its address exists before it starts.
         let clock_ctx: Context<ClockActor> = Context::new();
         let clock = clock_ctx.address();
         let store = StoreActor::new(store, wait_timeout, MAX_WAITERS, metrics.clone()).start();
         let buffer = DeliveryBufferActor::new(
             me,
-            delivered.clone(),
+            delivered,
             config.buffer_capacity,
-            clock.clone(),
+            clock.clone().recipient(),
             metrics.clone(),
         )
         .start();
@@ -110,6 +122,11 @@ impl KvNode {
             max_batch: config.replication_batch,
             relay_after_ms: config.relay_after_ms,
             ..StreamConfig::default()
+        };
+        let link = ClockLink {
+            read: clock.clone().recipient(),
+            progress: clock.clone().recipient(),
+            install: clock.clone().recipient(),
         };
         let replication = actix::Arbiter::new();
         let replicators: Vec<Option<Addr<ReplicatorActor>>> = config
@@ -124,7 +141,7 @@ impl KvNode {
                         n,
                         url: url.clone(),
                         config: stream_config.clone(),
-                        clock: clock.clone(),
+                        clock: link.clone(),
                         signer: signer.clone(),
                         timeout: Duration::from_millis(config.peer_timeout_ms),
                         metrics: metrics.clone(),
@@ -139,26 +156,20 @@ impl KvNode {
                 })
             })
             .collect();
-        for r in replicators.iter().flatten() {
-            r.do_send(messages::Wake {
-                delivered: delivered.clone(),
-            });
-        }
-        clock_ctx.run(ClockActor::new(ClockParts {
-            me,
-            n,
-            delivered: delivered.clone(),
-            log: replication_log,
-            storage,
-            fresh,
-            max_log: config.max_log_entries,
-            wait_timeout,
-            max_waiters: MAX_WAITERS,
-            store: store.clone(),
-            buffer: buffer.clone(),
-            replicators: replicators.clone(),
-            metrics: metrics.clone(),
-        }));
+        let peers = ClockPeers {
+            store: store.clone().recipient(),
+            ready: store.clone().recipient(),
+            buffer: buffer.clone().recipient(),
+            wake: replicators
+                .iter()
+                .map(|r| r.clone().map(Addr::recipient))
+                .collect(),
+            fetch: replicators
+                .iter()
+                .map(|r| r.clone().map(Addr::recipient))
+                .collect(),
+        };
+        clock_ctx.run(ClockActor::new(core, storage, peers, metrics.clone()));
         Ok(KvNode {
             id: me,
             cluster_size: n,
@@ -182,7 +193,7 @@ impl KvNode {
             })
             .await?;
         let buffer = self.buffer.send(GetBufferView).await?;
-        let clock = self.clock.send(GetClockView).await?;
+        let view = self.clock.send(GetClockView).await?;
         let mut peers = Vec::new();
         for r in self.replicators.iter().flatten() {
             peers.push(r.send(GetPeerView).await?);
@@ -206,19 +217,27 @@ impl KvNode {
                 })
                 .collect(),
             buffered_msgs: buffer.buffered,
-            log_entries: clock.log_entries,
+            waiting: buffer.waiting,
+            log_entries: view.log_entries,
+            ready: view.not_ready.is_none(),
+            not_ready: view.not_ready,
             peers,
         })
     }
 
     /// A consistent snapshot of the store (durable writes only), for a peer
     /// that lost its data.
-    pub async fn snapshot(&self) -> Result<messages::InstallSnapshot> {
+    pub async fn snapshot(&self) -> Result<Snapshot> {
         let snapshot = self.store.send(GetStoreSnapshot { entries: true }).await?;
-        Ok(messages::InstallSnapshot {
+        Ok(Snapshot {
             delivered: snapshot.applied,
             entries: snapshot.entries,
         })
+    }
+
+    /// `None` once the node serves clients; otherwise what it waits for.
+    pub async fn not_ready(&self) -> Result<Option<String>> {
+        Ok(self.clock.send(GetClockView).await?.not_ready)
     }
 
     /// Graceful shutdown: waits for the running group commit and makes

@@ -12,13 +12,12 @@ use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 
-use super::clock::ClockActor;
 use super::messages::{
-    FetchSnapshot, GetPeerView, InstallSnapshot, PeerProgress, ReadBatch, SetFault, Wake,
+    FetchSnapshot, GetPeerView, InstallSnapshot, PeerProgress, ReadBatch, SetFault, Stop, Wake,
 };
 use super::metrics::KvMetrics;
 use crate::auth::Signer;
-use crate::causal::{NodeId, PeerStream, StreamConfig, VClock};
+use crate::causal::{NodeId, PeerStream, Snapshot, StreamConfig, VClock};
 use crate::error::{Error, Result};
 use crate::http::kv::client::PeerClient;
 use crate::http::kv::wire::{PeerStatus, ReplicateAck, ReplicateRequest};
@@ -26,13 +25,21 @@ use crate::http::kv::wire::{PeerStatus, ReplicateAck, ReplicateRequest};
 /// How often the stream is re-examined without a wake-up.
 const TICK: Duration = Duration::from_millis(50);
 
+/// The replicator's way into its node's `ClockActor`.
+#[derive(Clone)]
+pub struct ClockLink {
+    pub read: Recipient<ReadBatch>,
+    pub progress: Recipient<PeerProgress>,
+    pub install: Recipient<InstallSnapshot>,
+}
+
 pub struct ReplicatorActor {
     me: NodeId,
     peer: NodeId,
     url: String,
     stream: PeerStream,
     delivered: VClock,
-    clock: Addr<ClockActor>,
+    clock: ClockLink,
     client: PeerClient,
     epoch: Instant,
     metrics: KvMetrics,
@@ -46,7 +53,7 @@ pub struct ReplicatorParts {
     pub n: usize,
     pub url: String,
     pub config: StreamConfig,
-    pub clock: Addr<ClockActor>,
+    pub clock: ClockLink,
     pub signer: Signer,
     pub timeout: Duration,
     pub metrics: KvMetrics,
@@ -94,7 +101,7 @@ impl ReplicatorActor {
             self.stream.on_failure(now);
             return;
         }
-        let read = self.clock.send(ReadBatch { plan });
+        let read = self.clock.read.send(ReadBatch { plan });
         let client = self.client.clone();
         let url = self.url.clone();
         let me = self.me;
@@ -127,9 +134,11 @@ impl ReplicatorActor {
                     .with_label_values(&[&self.peer_label])
                     .inc_by(sent as u64);
                 self.delivered.merge(&delivered);
-                self.stream.on_ack(ack.received, ack.delivered.clone());
-                self.clock.do_send(PeerProgress {
+                self.stream
+                    .on_ack(ack.received.clone(), ack.delivered.clone());
+                self.clock.progress.do_send(PeerProgress {
                     peer: self.peer,
+                    received: ack.received,
                     delivered: ack.delivered,
                 });
                 if !self.reachable {
@@ -219,14 +228,15 @@ impl Handler<FetchSnapshot> for ReplicatorActor {
         let url = self.url.clone();
         let n = self.delivered.len();
         let fetch = async move {
-            let snapshot = client
-                .get::<InstallSnapshot>(&url, "/peer/snapshot")
-                .await?;
+            let snapshot = client.get::<Snapshot>(&url, "/peer/snapshot").await?;
             snapshot.validate(n)?;
             Ok::<_, Error>(snapshot)
         };
         ctx.spawn(fetch.into_actor(self).map(|res, act, ctx| match res {
-            Ok(snapshot) => act.clock.do_send(snapshot),
+            Ok(snapshot) => act.clock.install.do_send(InstallSnapshot {
+                from: act.peer,
+                snapshot,
+            }),
             Err(e) => {
                 log::warn!(
                     "node {}: snapshot from peer {} failed, retrying: {e}",
@@ -256,10 +266,10 @@ impl Handler<GetPeerView> for ReplicatorActor {
     }
 }
 
-impl Handler<super::messages::Stop> for ReplicatorActor {
+impl Handler<Stop> for ReplicatorActor {
     type Result = ();
 
-    fn handle(&mut self, _: super::messages::Stop, ctx: &mut Self::Context) {
+    fn handle(&mut self, _: Stop, ctx: &mut Self::Context) {
         ctx.stop();
     }
 }

@@ -1,15 +1,19 @@
 //! `StoreActor`: wraps the versioned `Store` and the causal-context waiters.
 //!
 //! It receives writes only from `ClockActor`, in causal order, so what a read
-//! sees here is always a causally consistent cut. Reads and writes that carry
-//! a causal context ahead of the store wait here, bounded by a timeout.
+//! sees here is always a causally consistent cut. Reads that carry a causal
+//! context ahead of the store wait here, bounded by a timeout. Until the
+//! node is ready (recovered and, if it started empty, rebuilt) reads answer
+//! 503: a rebuilding node must not serve its empty store as data.
 
 use std::time::Duration;
 
 use actix::prelude::*;
 use tokio::sync::oneshot;
 
-use super::messages::{Apply, Get, GetDone, GetStoreSnapshot, Restore, StoreSnapshot};
+use super::messages::{
+    Apply, Get, GetDone, GetStoreSnapshot, NodeReady, PutDone, Stop, StoreSnapshot,
+};
 use super::metrics::KvMetrics;
 use crate::causal::session::Waiters;
 use crate::causal::{Store, VClock};
@@ -19,6 +23,7 @@ pub struct StoreActor {
     store: Store,
     waiters: Waiters<oneshot::Sender<()>>,
     wait_timeout: Duration,
+    ready: bool,
     metrics: KvMetrics,
 }
 
@@ -33,6 +38,7 @@ impl StoreActor {
             store,
             waiters: Waiters::new(max_waiters),
             wait_timeout,
+            ready: false,
             metrics,
         }
     }
@@ -64,38 +70,40 @@ impl Handler<Apply> for StoreActor {
     type Result = ();
 
     fn handle(&mut self, msg: Apply, _: &mut Self::Context) {
+        if let Some(snapshot) = msg.snapshot {
+            for (key, version) in snapshot.entries {
+                self.store.merge_version(&key, version);
+            }
+        }
         for write in &msg.writes {
             self.store.apply(write);
         }
-        for waiter in self.waiters.release(self.store.applied()) {
-            let _ = waiter.send(());
-        }
-        for reply in msg.replies {
-            // The client may have gone; that is not an error here.
-            let _ = reply.send(self.store.applied().clone());
-        }
-    }
-}
-
-impl Handler<Restore> for StoreActor {
-    type Result = ();
-
-    fn handle(&mut self, msg: Restore, _: &mut Self::Context) {
-        for (key, version) in msg.entries {
-            self.store.merge_version(&key, version);
-        }
         let mut applied = self.store.applied().clone();
-        applied.merge(&msg.delivered);
+        applied.merge(&msg.applied);
         self.store.set_applied(applied);
         for waiter in self.waiters.release(self.store.applied()) {
             let _ = waiter.send(());
         }
+        for (reply, vc) in msg.replies {
+            // The client may have gone; that is not an error here.
+            let _ = reply.send(Ok(PutDone {
+                vc,
+                context: self.store.applied().clone(),
+            }));
+        }
     }
 }
 
-/// Waits for a causal context to be applied, bounded by `timeout`. Shared by
-/// the read path here and the write path in `ClockActor`.
-pub async fn await_context(
+impl Handler<NodeReady> for StoreActor {
+    type Result = ();
+
+    fn handle(&mut self, _: NodeReady, _: &mut Self::Context) {
+        self.ready = true;
+    }
+}
+
+/// Waits for a causal context to be applied, bounded by `timeout`.
+async fn await_context(
     rx: Option<oneshot::Receiver<()>>,
     timeout: Duration,
     metrics: &KvMetrics,
@@ -121,6 +129,12 @@ impl Handler<Get> for StoreActor {
     type Result = ResponseActFuture<Self, Result<GetDone>>;
 
     fn handle(&mut self, msg: Get, _: &mut Self::Context) -> Self::Result {
+        if !self.ready {
+            let refused = Err(Error::unavailable(
+                "node is not ready: it is rebuilding its data from its peers (GET /ready says what it waits for)",
+            ));
+            return Box::pin(actix::fut::ready(refused));
+        }
         let rx = self.wait_for(msg.context);
         let timeout = self.wait_timeout;
         let metrics = self.metrics.clone();
@@ -158,10 +172,10 @@ impl Handler<GetStoreSnapshot> for StoreActor {
     }
 }
 
-impl Handler<super::messages::Stop> for StoreActor {
+impl Handler<Stop> for StoreActor {
     type Result = ();
 
-    fn handle(&mut self, _: super::messages::Stop, ctx: &mut Self::Context) {
+    fn handle(&mut self, _: Stop, ctx: &mut Self::Context) {
         ctx.stop();
     }
 }

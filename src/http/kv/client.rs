@@ -195,6 +195,30 @@ impl KvClient {
         Self::answer(&url, req.send().await).await
     }
 
+    /// `GET /ready`: the answer's status (200 once the node serves) and body.
+    pub async fn ready(&self, base: &str) -> Result<KvAnswer> {
+        let url = format!("{}/ready", base.trim_end_matches('/'));
+        Self::answer(&url, self.client.get(&url).send().await).await
+    }
+
+    /// Polls `/ready` until it answers 200, failing after `timeout`.
+    pub async fn await_ready(&self, base: &str, timeout: Duration) -> Result<()> {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            let last = match self.ready(base).await {
+                Ok(a) if a.status == 200 => return Ok(()),
+                Ok(a) => a.body.to_string(),
+                Err(e) => e.to_string(),
+            };
+            if std::time::Instant::now() >= deadline {
+                return Err(Error::unavailable(format!(
+                    "{base} not ready after {timeout:?}: {last}"
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     /// `GET /status`, decoded.
     pub async fn status(&self, base: &str) -> Result<StatusResponse> {
         self.status_of(base, true).await

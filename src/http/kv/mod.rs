@@ -5,7 +5,7 @@
 //! | client | `POST /put` | `Put` → `ClockActor` |
 //! | client | `GET /get?key=` | `Get` → `StoreActor` |
 //! | client | `GET /status[?store=false]` | status gathered by `KvNode::status` |
-//! | ops | `GET /health`, `GET /metrics` | — |
+//! | ops | `GET /health` (liveness), `GET /ready` (readiness), `GET /metrics` | `/ready`: `GetClockView` → `ClockActor` |
 //! | peer (signed) | `POST /peer/replicate` | `Replicate` → `DeliveryBufferActor` |
 //! | peer (signed) | `GET /peer/snapshot` | snapshot of `StoreActor` (for a node that lost its data) |
 //! | admin (signed) | `POST /admin/fault` | `SetFault` → a `ReplicatorActor` |
@@ -61,6 +61,11 @@ pub fn configure(cfg: &mut web::ServiceConfig, limits: Limits) {
         .service(
             web::resource("/health")
                 .route(web::get().to(health))
+                .default_service(web::to(method_not_allowed)),
+        )
+        .service(
+            web::resource("/ready")
+                .route(web::get().to(ready))
                 .default_service(web::to(method_not_allowed)),
         )
         .service(
@@ -163,18 +168,16 @@ async fn put(
     let context = request_context(&req, node.cluster_size)?;
     limits.check_put(&body)?;
     let PutRequest { key, value } = body.into_inner();
-    let done = node
-        .clock
-        .send(Put {
-            key,
-            value,
-            context,
-        })
-        .await??;
+    let put = Put {
+        key: key.clone(),
+        value: value.clone(),
+        context,
+    };
+    let done = node.clock.send(put).await??;
     let resp = HttpResponse::Ok().json(PutResponse {
-        key: done.write.key,
-        value: done.write.value,
-        vc: done.write.vc,
+        key,
+        value,
+        vc: done.vc,
         node: node.id,
     });
     Ok(with_context(resp, &done.context))
@@ -205,6 +208,15 @@ async fn get(
         None => Error::NotFound(format!("key {key:?} not found")).error_response(),
     };
     Ok(with_context(resp, &done.context))
+}
+
+/// `GET /ready`: 200 once the node serves `/get` and `/put`; until then
+/// 503 saying what it waits for. (`/health` is liveness only.)
+async fn ready(node: web::Data<KvNode>) -> Result<HttpResponse> {
+    match node.not_ready().await? {
+        None => Ok(HttpResponse::Ok().json(serde_json::json!({"status": "ready"}))),
+        Some(reason) => Err(Error::unavailable(reason)),
+    }
 }
 
 async fn status(query: web::Query<StatusQuery>, node: web::Data<KvNode>) -> Result<HttpResponse> {

@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::causal::{FaultKind, VClock, Write};
+use crate::causal::{FaultKind, VClock, Waiting, Write};
 use crate::error::{Error, Result};
 
 /// Header carrying a client's causal context: the node's delivered clock,
@@ -124,7 +124,17 @@ pub struct StatusResponse {
     pub store: BTreeMap<String, StoredValue>,
     pub keys: usize,
     pub buffered_msgs: usize,
+    /// Per origin with writes in the delivery buffer: how many, the first,
+    /// the write it waits for and for how long.
+    #[serde(default)]
+    pub waiting: Vec<Waiting>,
     pub log_entries: usize,
+    /// True once the node serves `/get` and `/put` (as `/ready`).
+    #[serde(default)]
+    pub ready: bool,
+    /// While not ready: what the node waits for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub not_ready: Option<String>,
     pub peers: Vec<PeerStatus>,
 }
 
