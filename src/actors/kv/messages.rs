@@ -19,7 +19,7 @@ use tokio::sync::oneshot;
 
 use crate::causal::{FaultKind, Plan, VClock, Versioned, Write};
 use crate::error::{Error, Result};
-use crate::http::kv::wire::PeerStatus;
+use crate::wire::kv::PeerStatus;
 
 /// A client write. Sent by the `/put` handler to `ClockActor`, which waits
 /// for `context` (if any) to be applied, stamps the write and delivers it.
