@@ -1,76 +1,19 @@
-//! Reading configuration from environment variables.
+//! The settings of a KV node, as plain data.
 //!
-//! Each binary has its own `Config` struct with a `from_env()` that uses these
-//! helpers, so every variable is parsed the same way and a bad value fails at
-//! start-up with a message that names the variable.
-
-use std::str::FromStr;
+//! `KvConfig` is what `actors::kv::KvNode::start` consumes, so it sits below
+//! the actors rather than in `service` with the grid services' configurations:
+//! there it would make `actors` depend on the composition root. Reading it
+//! from the environment is the composition root's job: `KvConfig::from_env`
+//! and the `PEERS` parser are in `service::kv`, the generic helpers in
+//! `service::env`. Nothing here reads the environment.
 
 use crate::error::{Error, Result};
 
-/// The variable's value, or `None` if it is unset or empty.
-pub fn var(name: &str) -> Option<String> {
-    std::env::var(name)
-        .ok()
-        .map(|v| v.trim().to_string())
-        .filter(|v| !v.is_empty())
-}
-
-/// Parses the variable, falling back to `default` when unset.
-pub fn parse_or<T: FromStr>(name: &str, default: T) -> Result<T>
-where
-    T::Err: std::fmt::Display,
-{
-    match var(name) {
-        None => Ok(default),
-        Some(raw) => parse_value(name, &raw),
-    }
-}
-
-/// Parses the variable, failing when it is unset.
-pub fn required<T: FromStr>(name: &str) -> Result<T>
-where
-    T::Err: std::fmt::Display,
-{
-    match var(name) {
-        None => Err(Error::config(format!("{name} is required but not set"))),
-        Some(raw) => parse_value(name, &raw),
-    }
-}
-
-fn parse_value<T: FromStr>(name: &str, raw: &str) -> Result<T>
-where
-    T::Err: std::fmt::Display,
-{
-    raw.parse::<T>()
-        .map_err(|e| Error::config(format!("{name}={raw:?} is invalid: {e}")))
-}
-
-/// Initialises `env_logger` with a default filter of `info`.
-pub fn init_logging() {
-    let env = env_logger::Env::default().default_filter_or("info");
-    // A second initialisation (several services in one process) is harmless.
-    let _ = env_logger::Builder::from_env(env).try_init();
-}
-
-/// Configuration of a `kv_node`, from environment variables.
+/// Configuration of a `kv_node`.
 ///
-/// | variable | meaning | default |
-/// |---|---|---|
-/// | `NODE_ID` | this node's index, 0-based | required |
-/// | `PEERS` | `ID=URL` for every node, this one included | required |
-/// | `LISTEN_ADDR` | address to listen on | `0.0.0.0:5000` |
-/// | `DATA_DIR` | where the node keeps its state | `data/node<NODE_ID>` |
-/// | `CLUSTER_SECRET` | shared secret for peer and admin traffic | required |
-/// | `MAX_KEY_BYTES` | longest key | 1024 |
-/// | `MAX_VALUE_BYTES` | longest value (413 past it) | 1048576 |
-/// | `CAUSAL_WAIT_TIMEOUT_MS` | how long a request waits for its `Causal-Context` | 5000 |
-/// | `BUFFER_CAPACITY` | replicated writes that may wait for dependencies | 100000 |
-/// | `MAX_LOG_ENTRIES` | writes kept for peers before puts get 503 | 1000000 |
-/// | `REPLICATION_BATCH` | most writes per replication request | 512 |
-/// | `PEER_TIMEOUT_MS` | timeout of each replication request | 2000 |
-/// | `RELAY_AFTER_MS` | how long a peer may lag on an origin before others relay it | 1000 |
-/// | `DURABILITY` | `fsync` (group commit, fsync before ack), `eventual` (no fsync before ack), `memory` (nothing on disk) | `fsync` |
+/// Read from the environment by [`KvConfig::from_env`] (in `service::kv`),
+/// whose doc lists every variable and its default; tests and the local
+/// `cluster` start from [`KvConfig::new`] and override fields.
 #[derive(Clone)]
 pub struct KvConfig {
     pub node_id: usize,
@@ -133,33 +76,6 @@ impl KvConfig {
         }
     }
 
-    pub fn from_env() -> Result<Self> {
-        let node_id: usize = required("NODE_ID")?;
-        let peers = parse_peers(&required::<String>("PEERS")?)?;
-        let cluster_secret = var("CLUSTER_SECRET").ok_or_else(|| {
-            Error::config(
-                "CLUSTER_SECRET is required: set the same secret on every node (it authenticates node-to-node traffic)",
-            )
-        })?;
-        let d = KvConfig::new(node_id, peers, cluster_secret);
-        let config = KvConfig {
-            listen_addr: parse_or("LISTEN_ADDR", d.listen_addr.clone())?,
-            data_dir: parse_or("DATA_DIR", d.data_dir.clone())?,
-            max_key_bytes: parse_or("MAX_KEY_BYTES", d.max_key_bytes)?,
-            max_value_bytes: parse_or("MAX_VALUE_BYTES", d.max_value_bytes)?,
-            causal_wait_timeout_ms: parse_or("CAUSAL_WAIT_TIMEOUT_MS", d.causal_wait_timeout_ms)?,
-            buffer_capacity: parse_or("BUFFER_CAPACITY", d.buffer_capacity)?,
-            max_log_entries: parse_or("MAX_LOG_ENTRIES", d.max_log_entries)?,
-            replication_batch: parse_or("REPLICATION_BATCH", d.replication_batch)?,
-            peer_timeout_ms: parse_or("PEER_TIMEOUT_MS", d.peer_timeout_ms)?,
-            relay_after_ms: parse_or("RELAY_AFTER_MS", d.relay_after_ms)?,
-            durability: parse_or("DURABILITY", d.durability)?,
-            ..d
-        };
-        config.validate()?;
-        Ok(config)
-    }
-
     /// Checks the relations between values.
     pub fn validate(&self) -> Result<()> {
         if self.node_id >= self.peers.len() {
@@ -192,80 +108,5 @@ impl KvConfig {
 
     pub fn cluster_size(&self) -> usize {
         self.peers.len()
-    }
-}
-
-/// Parses `PEERS`: `0=http://node1:5000,1=http://node2:5000,...`. Every id
-/// from 0 to n-1 must appear exactly once; the order of the list is free.
-pub fn parse_peers(raw: &str) -> Result<Vec<String>> {
-    let mut slots: Vec<Option<String>> = Vec::new();
-    for item in raw.split(',').map(str::trim).filter(|s| !s.is_empty()) {
-        let (id, url) = item
-            .split_once('=')
-            .ok_or_else(|| Error::config(format!("PEERS entry {item:?} is not ID=URL")))?;
-        let id: usize = id
-            .trim()
-            .parse()
-            .map_err(|_| Error::config(format!("PEERS entry {item:?}: {id:?} is not a node id")))?;
-        let url = url.trim().trim_end_matches('/').to_string();
-        if !(url.starts_with("http://") || url.starts_with("https://")) {
-            return Err(Error::config(format!(
-                "PEERS entry {item:?}: URL must start with http:// or https://"
-            )));
-        }
-        if id > 1024 {
-            return Err(Error::config(format!("PEERS entry {item:?}: id too large")));
-        }
-        if slots.len() <= id {
-            slots.resize(id + 1, None);
-        }
-        if slots[id].replace(url).is_some() {
-            return Err(Error::config(format!("PEERS lists node {id} twice")));
-        }
-    }
-    if slots.is_empty() {
-        return Err(Error::config("PEERS is empty"));
-    }
-    slots
-        .into_iter()
-        .enumerate()
-        .map(|(id, url)| {
-            url.ok_or_else(|| Error::config(format!("PEERS has no entry for node {id}")))
-        })
-        .collect()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn parse_errors_name_the_variable() {
-        let err = parse_value::<u32>("POLL_INTERVAL_MS", "soon").unwrap_err();
-        assert!(err.to_string().contains("POLL_INTERVAL_MS"), "{err}");
-    }
-
-    #[test]
-    fn peers_are_parsed_by_id() {
-        let peers = parse_peers("1=http://b:5000, 0=http://a:5000/,2=http://c:5000").unwrap();
-        assert_eq!(
-            peers,
-            vec!["http://a:5000", "http://b:5000", "http://c:5000"]
-        );
-        for bad in [
-            "",
-            "0=http://a,0=http://b",
-            "0=http://a,2=http://c",
-            "x=http://a",
-            "0=a:5000",
-            "0",
-        ] {
-            assert!(parse_peers(bad).is_err(), "{bad:?} should be rejected");
-        }
-    }
-
-    #[test]
-    fn parse_accepts_valid_values() {
-        assert_eq!(parse_value::<u64>("X", "42").unwrap(), 42);
     }
 }

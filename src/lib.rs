@@ -18,13 +18,26 @@
 //! | module | what it holds | depends on actix? |
 //! |---|---|---|
 //! | [`causal`] | pure core of the store: vector clocks, delivery buffer, versioned store, replication log, causal contexts | no |
-//! | [`grid`] | pure core of the grid: charging sessions, routing policy, load view | no |
+//! | [`grid`] | pure core of the grid: charging sessions, routing policy, load view, its request and grant types | no |
+//! | [`storage`] | durable state of a KV node: the write log and an embedded database | no |
+//! | [`wire`] | serde types that cross the network (KV bodies, `{"error"}` bodies) and checks on `/status` snapshots | no |
+//! | [`net`] | HTTP clients (awc): signed peer requests, the KV client API, forwarding a charge request | awc |
 //! | [`actors`] | thin actors wrapping the cores, and their typed messages | yes |
-//! | [`http`] | handlers that translate HTTP to messages, wire types, peer clients | yes |
-//! | [`config`], [`error`], [`metrics`] | shared plumbing | no |
+//! | [`http`] | handlers and `configure` functions, error mapping, peer authentication, request metrics | yes |
+//! | [`service`] | composition roots: each service's `Config::from_env`, start-up of its actors and server | yes |
+//! | [`config`], [`auth`], [`error`], [`metrics`] | shared plumbing: KV node settings, request signing, the error type, Prometheus helpers | no |
 //!
-//! The cores are plain synchronous state machines, tested without a network;
-//! actors own one core object each; HTTP handlers only translate.
+//! Dependencies point one way:
+//!
+//! ```text
+//! causal, grid  <-  wire  <-  net  <-  actors  <-  http  <-  service  <-  bin
+//! ```
+//!
+//! and everything may use the shared plumbing. The cores are plain
+//! synchronous state machines, tested without a network; actors own one core
+//! object each and reach peers through `net`; HTTP handlers only translate;
+//! `service` wires actors, routes and server together for the thin binaries
+//! in `src/bin/` and for the tests.
 
 pub mod actors;
 pub mod auth;
@@ -34,6 +47,9 @@ pub mod error;
 pub mod grid;
 pub mod http;
 pub mod metrics;
+pub mod net;
+pub mod service;
 pub mod storage;
+pub mod wire;
 
 pub use error::{Error, Result};

@@ -88,8 +88,8 @@ async fn balancer_down_gives_503_with_retry_after_and_recovers() {
     assert!(body["error"].is_string());
 
     // Back on the same port, so the entry (configured once) finds it again.
-    let lb3 = causal_grid::http::grid::balancer::start(
-        causal_grid::http::grid::balancer::BalancerConfig {
+    let lb3 = causal_grid::service::balancer::start(
+        causal_grid::service::balancer::BalancerConfig {
             listen_addr: lb_addr.clone(),
             substations: vec![s.url()],
             poll_interval: std::time::Duration::from_millis(100),

@@ -8,9 +8,9 @@ use std::time::Duration;
 
 use causal_grid::auth::Signer;
 use causal_grid::causal::{FaultKind, VClock, Write};
-use causal_grid::http::kv::client::PeerClient;
-use causal_grid::http::kv::inspect;
-use causal_grid::http::kv::wire::{ReplicateAck, ReplicateRequest};
+use causal_grid::net::kv::PeerClient;
+use causal_grid::wire::inspect;
+use causal_grid::wire::kv::{ReplicateAck, ReplicateRequest};
 use kv_support::{eventually, Cluster};
 
 const CONVERGE: Duration = Duration::from_secs(20);

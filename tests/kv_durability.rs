@@ -11,8 +11,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use causal_grid::http::kv::client::KvClient;
-use causal_grid::http::kv::wire::StatusResponse;
+use causal_grid::net::kv::KvClient;
+use causal_grid::wire::kv::StatusResponse;
 
 struct Procs {
     ports: Vec<u16>,

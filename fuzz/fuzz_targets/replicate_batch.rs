@@ -28,7 +28,7 @@
 use std::collections::{BTreeMap, HashSet};
 
 use causal_grid::causal::{DeliveryBuffer, Offered, Store, VClock, Write};
-use causal_grid::http::kv::wire::ReplicateRequest;
+use causal_grid::wire::kv::ReplicateRequest;
 use causal_grid::Error;
 use libfuzzer_sys::fuzz_target;
 

@@ -20,9 +20,9 @@ use clap::Parser;
 
 use causal_grid::auth::Signer;
 use causal_grid::causal::FaultKind;
-use causal_grid::http::kv::client::{KvClient, PeerClient};
-use causal_grid::http::kv::inspect;
-use causal_grid::http::kv::wire::{FaultRequest, StatusResponse};
+use causal_grid::net::kv::{KvClient, PeerClient};
+use causal_grid::wire::inspect;
+use causal_grid::wire::kv::{FaultRequest, StatusResponse};
 
 #[derive(Parser, Debug)]
 #[command(about = "Demonstrates causal delivery on a running 3-node causal-grid cluster")]

@@ -11,11 +11,12 @@ use std::time::Duration;
 
 use clap::Parser;
 
-use causal_grid::config::{self, KvConfig};
-use causal_grid::http::grid::balancer::BalancerConfig;
-use causal_grid::http::grid::entry::EntryConfig;
-use causal_grid::http::grid::substation::SubstationConfig;
-use causal_grid::http::{self, Running};
+use causal_grid::service::balancer::BalancerConfig;
+use causal_grid::service::entry::EntryConfig;
+use causal_grid::service::env::init_logging;
+use causal_grid::service::kv::KvConfig;
+use causal_grid::service::substation::SubstationConfig;
+use causal_grid::service::{self, Running};
 
 #[derive(Parser, Debug)]
 #[command(about = "Runs the whole causal-grid stack in one process on localhost")]
@@ -47,7 +48,7 @@ struct Args {
 const CAPACITIES_KW: [f64; 4] = [300.0, 500.0, 800.0, 1200.0];
 
 fn main() {
-    config::init_logging();
+    init_logging();
     let args = Args::parse();
     let result = actix_rt::System::new().block_on(run(args));
     if let Err(e) = result {
@@ -68,7 +69,7 @@ async fn run(args: Args) -> causal_grid::Result<()> {
             data_dir: args.data_dir.join(format!("node{}", id + 1)),
             ..KvConfig::new(id, peers.clone(), args.secret.clone())
         };
-        let (r, node) = http::kv::start(&cfg, false)?;
+        let (r, node) = service::kv::start(&cfg, false)?;
         running.push((format!("kv node{} (NODE_ID {id})", id + 1), r));
         kv_nodes.push(node);
     }
@@ -81,7 +82,7 @@ async fn run(args: Args) -> causal_grid::Result<()> {
             time_scale: args.time_scale,
         };
         cfg.check()?;
-        let r = http::grid::substation::start(cfg, false)?;
+        let r = service::substation::start(cfg, false)?;
         substations.push(r.url());
         running.push((format!("substation{} ({capacity_kw} kW)", i + 1), r));
     }
@@ -91,7 +92,7 @@ async fn run(args: Args) -> causal_grid::Result<()> {
         poll_interval: Duration::from_millis(args.poll_interval_ms),
         seed: None,
     };
-    let r = http::grid::balancer::start(balancer, false)?;
+    let r = service::balancer::start(balancer, false)?;
     let balancer_url = r.url();
     running.push(("load_balancer".into(), r));
     let entry = EntryConfig {
@@ -100,7 +101,7 @@ async fn run(args: Args) -> causal_grid::Result<()> {
     };
     running.push((
         "charge_request".into(),
-        http::grid::entry::start(entry, false)?,
+        service::entry::start(entry, false)?,
     ));
 
     println!("causal-grid local stack is up:");
@@ -112,7 +113,7 @@ async fn run(args: Args) -> causal_grid::Result<()> {
     );
     println!("Ctrl-C to stop");
 
-    http::shutdown_signal().await;
+    service::shutdown_signal().await;
     log::info!("stopping");
     for (_, r) in &running {
         r.stop().await;

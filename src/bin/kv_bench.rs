@@ -22,8 +22,8 @@ use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 
 use causal_grid::causal::{DeliveryBuffer, VClock, Write};
-use causal_grid::http::kv::client::KvClient;
-use causal_grid::http::kv::inspect;
+use causal_grid::net::kv::KvClient;
+use causal_grid::wire::inspect;
 
 #[derive(Parser)]
 #[command(about = "Benchmarks of the causal KV store")]

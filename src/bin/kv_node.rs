@@ -6,16 +6,16 @@
 //! `kv_node --health-check` asks the node on `LISTEN_ADDR`'s port for
 //! `/health` and exits 0 if it answers 200 (for container health checks).
 
-use causal_grid::config::{self, KvConfig};
-use causal_grid::http;
+use causal_grid::service::env::init_logging;
+use causal_grid::service::{self, kv::KvConfig};
 
 fn main() {
-    config::init_logging();
-    http::handle_health_check_flag("kv_node", "0.0.0.0:5000");
-    let config = http::or_exit("kv_node", KvConfig::from_env());
+    init_logging();
+    service::handle_health_check_flag("kv_node", "0.0.0.0:5000");
+    let config = service::or_exit("kv_node", KvConfig::from_env());
     log::info!("kv_node starting with {config:?}");
     let result = actix_rt::System::new().block_on(async move {
-        let (running, node) = http::kv::start(&config, true)?;
+        let (running, node) = service::kv::start(&config, true)?;
         log::info!(
             "node {} listening on {} ({} nodes)",
             config.node_id,

@@ -3,15 +3,15 @@
 //! Environment: `SUBSTATIONS` (required, comma-separated base URLs), `LISTEN_ADDR` (0.0.0.0:7000), `POLL_INTERVAL_MS` (1000).
 //! `--health-check` probes `GET /health` on `LISTEN_ADDR` and exits 0 or 1.
 
-use causal_grid::config::init_logging;
-use causal_grid::http::grid::balancer::{start, BalancerConfig};
-use causal_grid::http::grid::wait_for_shutdown;
+use causal_grid::service::balancer::{start, BalancerConfig};
+use causal_grid::service::env::init_logging;
+use causal_grid::service::wait_for_shutdown;
 
 #[actix_web::main]
 async fn main() {
     init_logging();
-    causal_grid::http::handle_health_check_flag("load_balancer", "0.0.0.0:7000");
-    let cfg = causal_grid::http::or_exit("load_balancer", BalancerConfig::from_env());
+    causal_grid::service::handle_health_check_flag("load_balancer", "0.0.0.0:7000");
+    let cfg = causal_grid::service::or_exit("load_balancer", BalancerConfig::from_env());
     log::info!("configuration: {cfg:?}");
     match start(cfg, true) {
         Ok(running) => wait_for_shutdown(running).await,

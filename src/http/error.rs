@@ -1,6 +1,7 @@
 //! Mapping `Error` to HTTP responses, and extractor errors to the same shape.
 //!
-//! Every 4xx and 5xx this crate produces has the body `{"error": "..."}`.
+//! Every 4xx and 5xx this crate produces has the body `{"error": "..."}`
+//! (`wire::ErrorBody`, which the clients in `net` decode).
 //! Actix's own extractor failures (malformed JSON, a body over the limit, a
 //! missing query parameter) are routed through `json_config`/`query_config`
 //! so they take that shape too instead of actix's plain-text default.
@@ -8,15 +9,9 @@
 use actix_web::error::{JsonPayloadError, QueryPayloadError};
 use actix_web::http::{header, StatusCode};
 use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
-use serde::{Deserialize, Serialize};
 
 use crate::error::Error;
-
-/// The body of every error response.
-#[derive(Debug, Serialize, Deserialize)]
-pub struct ErrorBody {
-    pub error: String,
-}
+use crate::wire::ErrorBody;
 
 /// Seconds a client is told to wait after a 503.
 pub const RETRY_AFTER_SECS: u32 = 1;

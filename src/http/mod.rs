@@ -1,9 +1,16 @@
-//! The HTTP layer: thin handlers, wire types, clients and error mapping.
+//! The HTTP layer: handlers and the `configure` functions that route to them.
 //!
 //! Handlers extract, send one message to an actor, await, and map the result;
-//! they make no decisions. This module holds what every service shares:
-//! `/health`, `/metrics`, request metrics, JSON error handling and a small
-//! server wrapper that binds ephemeral ports for tests.
+//! they make no decisions. Each service's routes are registered by one
+//! `configure(cfg: &mut web::ServiceConfig)` function, used both by the
+//! service's start-up code (`service`) and by tests through
+//! `actix_web::test::init_service`. Wire types live in `wire`, clients in
+//! `net`, and building the actors and the server in `service`.
+//!
+//! This module holds what every service shares: `/health`, `/metrics`, the
+//! request-metrics middleware ([`RecordHttp`]), the mapping of `Error` to
+//! JSON error answers ([`error`]) and the verification of signed peer
+//! requests ([`auth`]).
 
 pub mod auth;
 pub mod error;
@@ -11,7 +18,6 @@ pub mod grid;
 pub mod kv;
 
 use std::future::{ready, Ready};
-use std::net::SocketAddr;
 use std::time::Instant;
 
 use actix_web::dev::{Service, ServiceRequest, ServiceResponse, Transform};
@@ -19,7 +25,7 @@ use actix_web::{web, HttpResponse};
 use futures_util::future::LocalBoxFuture;
 use prometheus::Registry;
 
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::metrics::{self, HttpMetrics};
 
 /// `GET /health`: 200 while the server is serving.
@@ -33,117 +39,6 @@ pub async fn metrics_endpoint(registry: web::Data<Registry>) -> Result<HttpRespo
     Ok(HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4; charset=utf-8")
         .body(body))
-}
-
-/// Resolves on Ctrl-C or SIGTERM.
-pub async fn shutdown_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
-                    _ = term.recv() => {}
-                }
-            }
-            Err(e) => {
-                log::warn!("cannot listen for SIGTERM: {e}");
-                let _ = tokio::signal::ctrl_c().await;
-            }
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
-    }
-}
-
-/// A running HTTP server: where it listens and how to stop it.
-pub struct Running {
-    pub addr: SocketAddr,
-    pub handle: actix_web::dev::ServerHandle,
-    task: actix_rt::task::JoinHandle<std::io::Result<()>>,
-}
-
-impl Running {
-    /// Base URL for clients on this machine, e.g. `http://127.0.0.1:40123`.
-    pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
-    }
-
-    /// Graceful stop: stop accepting, finish in-flight requests.
-    pub async fn stop(&self) {
-        self.handle.stop(true).await;
-    }
-
-    /// Waits until the server has stopped (after a signal or `stop`).
-    pub async fn wait(self) -> Result<()> {
-        match self.task.await {
-            Ok(result) => result.map_err(|e| Error::internal(format!("server failed: {e}"))),
-            Err(e) => Err(Error::internal(format!("server task failed: {e}"))),
-        }
-    }
-}
-
-/// Binds `server` and spawns it on the current actix system.
-///
-/// `signals` is false when several services share a process (tests, the
-/// local `cluster`), which then handles Ctrl-C itself.
-pub fn spawn_server<F, I, S, B>(
-    server: actix_web::HttpServer<F, I, S, B>,
-    listen: &str,
-    signals: bool,
-) -> Result<Running>
-where
-    F: Fn() -> I + Send + Clone + 'static,
-    I: actix_service::IntoServiceFactory<S, actix_http::Request>,
-    S: actix_web::dev::ServiceFactory<actix_http::Request, Config = actix_web::dev::AppConfig>
-        + 'static,
-    S::Error: Into<actix_web::Error> + 'static,
-    S::InitError: std::fmt::Debug,
-    S::Response: Into<actix_http::Response<B>> + 'static,
-    S::Future: 'static,
-    B: actix_web::body::MessageBody + 'static,
-{
-    let listener = std::net::TcpListener::bind(listen)
-        .map_err(|e| Error::config(format!("cannot listen on {listen}: {e}")))?;
-    spawn_server_on(server, listener, signals)
-}
-
-/// Like `spawn_server`, on a listener bound beforehand (tests bind
-/// `127.0.0.1:0` first so that every node knows every port before any
-/// starts).
-pub fn spawn_server_on<F, I, S, B>(
-    server: actix_web::HttpServer<F, I, S, B>,
-    listener: std::net::TcpListener,
-    signals: bool,
-) -> Result<Running>
-where
-    F: Fn() -> I + Send + Clone + 'static,
-    I: actix_service::IntoServiceFactory<S, actix_http::Request>,
-    S: actix_web::dev::ServiceFactory<actix_http::Request, Config = actix_web::dev::AppConfig>
-        + 'static,
-    S::Error: Into<actix_web::Error> + 'static,
-    S::InitError: std::fmt::Debug,
-    S::Response: Into<actix_http::Response<B>> + 'static,
-    S::Future: 'static,
-    B: actix_web::body::MessageBody + 'static,
-{
-    let mut server = server.shutdown_timeout(10);
-    if !signals {
-        server = server.disable_signals();
-    }
-    let addr = listener
-        .local_addr()
-        .map_err(|e| Error::config(format!("listener has no address: {e}")))?;
-    let server = server
-        .listen(listener)
-        .map_err(|e| Error::config(format!("cannot listen on {addr}: {e}")))?;
-    let server = server.run();
-    let handle = server.handle();
-    let task = actix_rt::spawn(server);
-    Ok(Running { addr, handle, task })
 }
 
 /// Middleware that records `*_http_requests_total` and latency per route.
@@ -209,74 +104,5 @@ where
                 .observe(start.elapsed().as_secs_f64());
             res
         })
-    }
-}
-
-/// Handles a binary's `--health-check` flag: if present, probes `/health` on
-/// `LISTEN_ADDR`'s port (or `default_listen`) and exits 0 or 1. Only
-/// `LISTEN_ADDR` is read, so the check works with the rest unset.
-pub fn handle_health_check_flag(service: &str, default_listen: &str) {
-    if !std::env::args().any(|a| a == "--health-check") {
-        return;
-    }
-    let listen = crate::config::var("LISTEN_ADDR").unwrap_or_else(|| default_listen.to_string());
-    match probe_health(&listen) {
-        Ok(()) => std::process::exit(0),
-        Err(e) => {
-            eprintln!("{service} unhealthy: {e}");
-            std::process::exit(1);
-        }
-    }
-}
-
-/// The value, or exit 2 with the error (a bad configuration at start-up).
-pub fn or_exit<T>(service: &str, result: Result<T>) -> T {
-    match result {
-        Ok(v) => v,
-        Err(e) => {
-            eprintln!("{service}: {e}");
-            std::process::exit(2);
-        }
-    }
-}
-
-/// `--health-check`: exits 0 if the service on `listen_addr` answers
-/// `GET /health` with 200. Used by container health checks (the runtime
-/// image has no curl), so it needs nothing but the standard library.
-pub fn probe_health(listen_addr: &str) -> Result<()> {
-    use std::io::{Read, Write};
-    use std::net::{TcpStream, ToSocketAddrs};
-    use std::time::Duration;
-
-    let port = listen_addr
-        .rsplit(':')
-        .next()
-        .and_then(|p| p.parse::<u16>().ok())
-        .ok_or_else(|| Error::config(format!("cannot find a port in {listen_addr:?}")))?;
-    let target = ("127.0.0.1", port)
-        .to_socket_addrs()
-        .map_err(Error::unavailable)?
-        .next()
-        .ok_or_else(|| Error::unavailable("no address"))?;
-    let timeout = Duration::from_secs(2);
-    let mut stream = TcpStream::connect_timeout(&target, timeout).map_err(Error::unavailable)?;
-    stream
-        .set_read_timeout(Some(timeout))
-        .map_err(Error::unavailable)?;
-    stream
-        .set_write_timeout(Some(timeout))
-        .map_err(Error::unavailable)?;
-    stream
-        .write_all(b"GET /health HTTP/1.0\r\nHost: localhost\r\n\r\n")
-        .map_err(Error::unavailable)?;
-    let mut head = [0u8; 12];
-    stream.read_exact(&mut head).map_err(Error::unavailable)?;
-    if head.starts_with(b"HTTP/1.") && &head[9..12] == b"200" {
-        Ok(())
-    } else {
-        Err(Error::unavailable(format!(
-            "unhealthy: {}",
-            String::from_utf8_lossy(&head)
-        )))
     }
 }

@@ -7,10 +7,10 @@ use std::future::Future;
 use std::time::{Duration, Instant};
 
 use causal_grid::grid::ChargeRequest;
-use causal_grid::http::grid::balancer::{self, BalancerConfig};
-use causal_grid::http::grid::entry::{self, EntryConfig};
-use causal_grid::http::grid::substation::{self, SubstationConfig};
-use causal_grid::http::Running;
+use causal_grid::service::balancer::{self, BalancerConfig};
+use causal_grid::service::entry::{self, EntryConfig};
+use causal_grid::service::substation::{self, SubstationConfig};
+use causal_grid::service::Running;
 use serde_json::Value;
 
 pub const DEADLINE: Duration = Duration::from_secs(20);

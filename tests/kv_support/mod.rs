@@ -10,11 +10,11 @@ use std::time::{Duration, Instant};
 use causal_grid::actors::kv::KvNode;
 use causal_grid::auth::Signer;
 use causal_grid::causal::FaultKind;
-use causal_grid::config::KvConfig;
-use causal_grid::http::kv::client::{KvClient, PeerClient};
-use causal_grid::http::kv::inspect;
-use causal_grid::http::kv::wire::{FaultRequest, StatusResponse};
-use causal_grid::http::Running;
+use causal_grid::net::kv::{KvClient, PeerClient};
+use causal_grid::service::kv::KvConfig;
+use causal_grid::service::Running;
+use causal_grid::wire::inspect;
+use causal_grid::wire::kv::{FaultRequest, StatusResponse};
 
 pub const SECRET: &str = "test-secret";
 
@@ -77,7 +77,9 @@ impl Cluster {
         let nodes = configs
             .iter()
             .zip(listeners)
-            .map(|(c, l)| Some(causal_grid::http::kv::start_on(c, l, false).expect("node starts")))
+            .map(|(c, l)| {
+                Some(causal_grid::service::kv::start_on(c, l, false).expect("node starts"))
+            })
             .collect();
         Cluster {
             urls,
@@ -125,7 +127,7 @@ impl Cluster {
                     // Pooled connections to the old incarnation are dead.
                     self.client = KvClient::new(Duration::from_secs(30));
                     self.nodes[i] = Some(
-                        causal_grid::http::kv::start_on(&self.configs[i], l, false)
+                        causal_grid::service::kv::start_on(&self.configs[i], l, false)
                             .expect("node restarts"),
                     );
                     return;

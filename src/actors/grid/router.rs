@@ -23,7 +23,7 @@ use super::messages::{
 use super::metrics::BalancerMetrics;
 use crate::error::{Error, Result};
 use crate::grid::{ChargeGranted, Router, RouterConfig, Ticket};
-use crate::http::grid::client::{post_charge, Forwarded};
+use crate::net::grid::{post_charge, Forwarded};
 
 const GAUGE_TICK: Duration = Duration::from_millis(250);
 

@@ -20,7 +20,7 @@ use tokio::sync::oneshot;
 
 use crate::causal::{FaultKind, Plan, Snapshot, VClock, Versioned, Waiting, Write};
 use crate::error::Result;
-use crate::http::kv::wire::PeerStatus;
+use crate::wire::kv::PeerStatus;
 
 /// A client write. Sent by the `/put` handler to `ClockActor`, whose node
 /// waits for `context` (if any) to be delivered, stamps the write and

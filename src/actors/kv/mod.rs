@@ -37,8 +37,8 @@ use crate::auth::Signer;
 use crate::causal::{Node, NodeConfig, Snapshot, StreamConfig};
 use crate::config::KvConfig;
 use crate::error::{Error, Result};
-use crate::http::kv::wire::{FaultRequest, StatusResponse, StoredValue};
 use crate::storage::{Recovered, Storage, SyncPolicy};
+use crate::wire::kv::{FaultRequest, StatusResponse, StoredValue};
 
 /// Most requests that may wait for a causal context at once.
 const MAX_WAITERS: usize = 10_000;

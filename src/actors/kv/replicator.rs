@@ -19,8 +19,8 @@ use super::metrics::KvMetrics;
 use crate::auth::Signer;
 use crate::causal::{NodeId, PeerStream, Snapshot, StreamConfig, VClock};
 use crate::error::{Error, Result};
-use crate::http::kv::client::PeerClient;
-use crate::http::kv::wire::{PeerStatus, ReplicateAck, ReplicateRequest};
+use crate::net::kv::PeerClient;
+use crate::wire::kv::{PeerStatus, ReplicateAck, ReplicateRequest};
 
 /// How often the stream is re-examined without a wake-up.
 const TICK: Duration = Duration::from_millis(50);

@@ -1,89 +1,16 @@
-//! The `load_balancer` service: `POST /route`, `GET /status`.
+//! Routes of the `load_balancer` service: `POST /route`, `GET /status`.
+//!
+//! `service::balancer` starts the `LoadPollerActor` and the `RouterActor`
+//! these handlers talk to.
 
-use std::time::Duration;
+use actix::Addr;
+use actix_web::{web, HttpResponse};
 
-use actix::{Actor, Addr};
-use actix_web::{web, App, HttpResponse, HttpServer};
-use prometheus::Registry;
-
-use super::client::build_client;
-use crate::actors::grid::messages::{GetStatus, PollTiming, Route};
-use crate::actors::grid::metrics::BalancerMetrics;
-use crate::actors::grid::{LoadPollerActor, RouterActor};
-use crate::config;
-use crate::error::{Error, Result};
+use crate::actors::grid::messages::{GetStatus, Route};
+use crate::actors::grid::RouterActor;
+use crate::error::Result;
 use crate::grid::ChargeRequest;
-use crate::http::error::{json_config, not_found};
-use crate::http::{health, metrics_endpoint, spawn_server, RecordHttp, Running};
-use crate::metrics::HttpMetrics;
-
-/// Connect timeout towards a substation.
-pub const CONNECT_TIMEOUT: Duration = Duration::from_millis(250);
-/// Deadline of one forwarded request to a substation.
-pub const FORWARD_TIMEOUT: Duration = Duration::from_millis(1000);
-
-/// Configuration of the balancer.
-#[derive(Debug, Clone, PartialEq)]
-pub struct BalancerConfig {
-    /// `LISTEN_ADDR`, default `0.0.0.0:7000`.
-    pub listen_addr: String,
-    /// `SUBSTATIONS`, required: comma-separated base URLs.
-    pub substations: Vec<String>,
-    /// `POLL_INTERVAL_MS`, default 1000.
-    pub poll_interval: Duration,
-    /// Seed of the tie-breaking generator (random unless set by a test).
-    pub seed: Option<u64>,
-}
-
-/// Splits and checks a `SUBSTATIONS` value.
-pub fn parse_substations(raw: &str) -> Result<Vec<String>> {
-    let urls: Vec<String> = raw
-        .split(',')
-        .map(|s| s.trim().trim_end_matches('/').to_string())
-        .filter(|s| !s.is_empty())
-        .collect();
-    if urls.is_empty() {
-        return Err(Error::config("SUBSTATIONS lists no URL"));
-    }
-    for u in &urls {
-        if !u.starts_with("http://") {
-            return Err(Error::config(format!(
-                "SUBSTATIONS entry {u:?} must start with http://"
-            )));
-        }
-    }
-    Ok(urls)
-}
-
-impl BalancerConfig {
-    /// Reads and checks the environment.
-    pub fn from_env() -> Result<Self> {
-        let raw: String = config::required("SUBSTATIONS")?;
-        let interval_ms: u64 = config::parse_or("POLL_INTERVAL_MS", 1000)?;
-        if interval_ms == 0 {
-            return Err(Error::config("POLL_INTERVAL_MS must be positive"));
-        }
-        Ok(BalancerConfig {
-            listen_addr: config::parse_or("LISTEN_ADDR", "0.0.0.0:7000".to_string())?,
-            substations: parse_substations(&raw)?,
-            poll_interval: Duration::from_millis(interval_ms),
-            seed: None,
-        })
-    }
-
-    /// The deadline of one poll: 80% of an interval, within [100 ms, 800 ms],
-    /// and never longer than the interval itself.
-    ///
-    /// That last bound is what ejects a substation that stops answering within
-    /// two intervals: a poll is sent at most one interval after it stopped
-    /// (or one was already in flight), and that poll fails within one more.
-    pub fn poll_timeout(&self) -> Duration {
-        self.poll_interval
-            .mul_f64(0.8)
-            .clamp(Duration::from_millis(100), Duration::from_millis(800))
-            .min(self.poll_interval)
-    }
-}
+use crate::http::{health, metrics_endpoint};
 
 /// `POST /route`.
 async fn route(
@@ -106,82 +33,4 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route("/status", web::get().to(status))
         .route("/health", web::get().to(health))
         .route("/metrics", web::get().to(metrics_endpoint));
-}
-
-/// Starts the balancer (inside a running actix System).
-pub fn start(cfg: BalancerConfig, signals: bool) -> Result<Running> {
-    let registry = Registry::new();
-    let metrics = BalancerMetrics::new(&registry)?;
-    let http_metrics = HttpMetrics::new(&registry, "lb")?;
-    let seed = cfg.seed.unwrap_or_else(rand::random);
-    let router = RouterActor::new(
-        cfg.substations.clone(),
-        build_client(CONNECT_TIMEOUT, FORWARD_TIMEOUT),
-        metrics.clone(),
-        cfg.poll_interval,
-        seed,
-    )
-    .start();
-    let timing = PollTiming {
-        interval: cfg.poll_interval,
-        timeout: cfg.poll_timeout(),
-    };
-    LoadPollerActor::new(
-        &cfg.substations,
-        build_client(CONNECT_TIMEOUT, timing.timeout),
-        router.clone().recipient(),
-        router.clone().recipient(),
-        timing,
-        metrics,
-    )
-    .start();
-    let router = web::Data::new(router);
-    let registry = web::Data::new(registry);
-    let server = HttpServer::new(move || {
-        App::new()
-            .app_data(router.clone())
-            .app_data(registry.clone())
-            .app_data(json_config(super::MAX_BODY_BYTES))
-            .wrap(RecordHttp(http_metrics.clone()))
-            .configure(configure)
-            .default_service(web::to(not_found))
-    });
-    let running = spawn_server(server, &cfg.listen_addr, signals)?;
-    log::info!(
-        "load balancer listening on {} over {} substations",
-        running.addr,
-        cfg.substations.len()
-    );
-    Ok(running)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn substation_list_is_checked() {
-        assert_eq!(
-            parse_substations(" http://a:1/, http://b:2 ,").unwrap(),
-            vec!["http://a:1".to_string(), "http://b:2".to_string()]
-        );
-        assert!(parse_substations(" , ").is_err());
-        assert!(parse_substations("a:1").is_err());
-    }
-
-    #[test]
-    fn a_poll_never_outlives_its_interval() {
-        for ms in [1, 10, 50, 99, 100, 125, 200, 1000, 5000, 60_000] {
-            let cfg = BalancerConfig {
-                listen_addr: "127.0.0.1:0".into(),
-                substations: vec!["http://a:1".into()],
-                poll_interval: Duration::from_millis(ms),
-                seed: None,
-            };
-            let t = cfg.poll_timeout();
-            assert!(t <= cfg.poll_interval, "{ms} ms: timeout {t:?}");
-            assert!(t <= Duration::from_millis(800), "{ms} ms: timeout {t:?}");
-            assert!(t >= Duration::from_millis(ms.min(100)), "{ms} ms: {t:?}");
-        }
-    }
 }

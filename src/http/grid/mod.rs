@@ -1,11 +1,10 @@
-//! HTTP side of the smart grid: three services and their shared client.
+//! HTTP side of the smart grid: the routes of its three services.
 //!
-//! Each service module holds its `Config` (read from the environment), its
-//! `configure` function (routes, used by `start` and by tests alike) and a
-//! `start(cfg, signals)` that must run inside an actix `System`: it starts the
-//! service's actors, binds `cfg.listen_addr` (which may be `127.0.0.1:0`) and
-//! returns the running server. Each instance has its own Prometheus registry,
-//! so several can share a process.
+//! Each service module holds its handlers and its `configure` function, used
+//! by its start-up code in `service` and by tests alike. Configuration and
+//! start-up (actors, registry, server) are in `service::{substation,
+//! balancer, entry}`; the client that forwards a request one hop is in
+//! `net::grid`.
 //!
 //! * [`substation`]: `POST /charge` (the `ChargerActor`).
 //! * [`balancer`]: `POST /route`, `GET /status` (`LoadPollerActor`, `RouterActor`).
@@ -15,20 +14,8 @@
 //! as `{"error": ...}` (503 with `Retry-After`).
 
 pub mod balancer;
-pub mod client;
 pub mod entry;
 pub mod substation;
 
-use super::Running;
-
 /// Largest request body a grid service accepts.
 pub const MAX_BODY_BYTES: usize = 4096;
-
-/// Waits for Ctrl-C or SIGTERM, then stops `running` gracefully.
-/// Binaries call this after `start(cfg, true)`; the server also reacts to
-/// the signal itself, and a second stop is harmless.
-pub async fn wait_for_shutdown(running: Running) {
-    crate::http::shutdown_signal().await;
-    log::info!("shutting down");
-    running.stop().await;
-}

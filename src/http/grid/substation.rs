@@ -1,67 +1,17 @@
-//! The `substation` service: `POST /charge` under a transformer limit.
+//! Routes of the `substation` service: `POST /charge` under a transformer
+//! limit.
+//!
+//! `service::substation` starts the `ChargerActor` these handlers talk to.
 
-use std::collections::HashMap;
-
-use actix::{Actor, Addr};
-use actix_web::{web, App, HttpResponse, HttpServer};
+use actix::Addr;
+use actix_web::{web, HttpResponse};
 use prometheus::Registry;
 
 use crate::actors::grid::messages::{RefreshMetrics, StartCharge};
-use crate::actors::grid::metrics::SubstationMetrics;
 use crate::actors::grid::ChargerActor;
-use crate::config;
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::grid::ChargeRequest;
-use crate::http::error::{json_config, not_found};
-use crate::http::{health, metrics_endpoint, spawn_server, RecordHttp, Running};
-use crate::metrics::HttpMetrics;
-
-/// Configuration of one substation.
-#[derive(Debug, Clone, PartialEq)]
-pub struct SubstationConfig {
-    /// `SUBSTATION_ID`, default `substation1`: the `substation` metric label.
-    pub id: String,
-    /// `LISTEN_ADDR`, default `0.0.0.0:8000`.
-    pub listen_addr: String,
-    /// `CAPACITY_KW`, default 500: the transformer limit.
-    pub capacity_kw: f64,
-    /// `TIME_SCALE`, default 120: simulated seconds per real second.
-    pub time_scale: f64,
-}
-
-impl SubstationConfig {
-    /// Reads and checks the environment.
-    pub fn from_env() -> Result<Self> {
-        let cfg = SubstationConfig {
-            id: config::var("SUBSTATION_ID").unwrap_or_else(|| "substation1".into()),
-            listen_addr: config::parse_or("LISTEN_ADDR", "0.0.0.0:8000".to_string())?,
-            capacity_kw: config::parse_or("CAPACITY_KW", 500.0)?,
-            time_scale: config::parse_or("TIME_SCALE", 120.0)?,
-        };
-        cfg.check()?;
-        Ok(cfg)
-    }
-
-    /// Range checks, naming the variable at fault.
-    pub fn check(&self) -> Result<()> {
-        if !(self.capacity_kw > 0.0 && self.capacity_kw.is_finite()) {
-            return Err(Error::config(format!(
-                "CAPACITY_KW must be positive, got {}",
-                self.capacity_kw
-            )));
-        }
-        if !(self.time_scale > 0.0 && self.time_scale.is_finite()) {
-            return Err(Error::config(format!(
-                "TIME_SCALE must be positive, got {}",
-                self.time_scale
-            )));
-        }
-        if self.id.is_empty() || self.id.len() > 64 {
-            return Err(Error::config("SUBSTATION_ID must be 1 to 64 characters"));
-        }
-        Ok(())
-    }
-}
+use crate::http::{health, metrics_endpoint};
 
 /// `POST /charge`.
 async fn charge(
@@ -87,34 +37,4 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route("/charge", web::post().to(charge))
         .route("/health", web::get().to(health))
         .route("/metrics", web::get().to(metrics));
-}
-
-/// Starts a substation (inside a running actix System).
-pub fn start(cfg: SubstationConfig, signals: bool) -> Result<Running> {
-    cfg.check()?;
-    let labels = HashMap::from([("substation".to_string(), cfg.id.clone())]);
-    let registry = Registry::new_custom(None, Some(labels)).map_err(Error::internal)?;
-    let metrics = SubstationMetrics::new(&registry)?;
-    let http_metrics = HttpMetrics::new(&registry, "substation")?;
-    let charger = ChargerActor::new(
-        cfg.id.clone(),
-        cfg.capacity_kw * 1000.0,
-        cfg.time_scale,
-        metrics,
-    )
-    .start();
-    let charger = web::Data::new(charger);
-    let registry = web::Data::new(registry);
-    let server = HttpServer::new(move || {
-        App::new()
-            .app_data(charger.clone())
-            .app_data(registry.clone())
-            .app_data(json_config(super::MAX_BODY_BYTES))
-            .wrap(RecordHttp(http_metrics.clone()))
-            .configure(configure)
-            .default_service(web::to(not_found))
-    });
-    let running = spawn_server(server, &cfg.listen_addr, signals)?;
-    log::info!("substation {} listening on {}", cfg.id, running.addr);
-    Ok(running)
 }

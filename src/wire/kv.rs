@@ -1,4 +1,5 @@
-//! Wire types of the KV store, shared by servers and clients.
+//! Wire types of the KV store, shared by servers (`http::kv`), clients
+//! (`net::kv`) and the actors that produce `/status`.
 
 use std::collections::BTreeMap;
 

@@ -11,29 +11,24 @@
 //! | admin (signed) | `POST /admin/fault` | `SetFault` → a `ReplicatorActor` |
 //!
 //! Client requests may carry a `Causal-Context` header; answers to `/put` and
-//! `/get` always carry one.
-
-pub mod client;
-pub mod inspect;
-pub mod wire;
+//! `/get` always carry one. The bodies are the types of `wire::kv`;
+//! `service::kv` starts the node's actors and serves these routes.
 
 use actix_web::http::header::{HeaderName, HeaderValue};
-use actix_web::{web, HttpRequest, HttpResponse, HttpServer, ResponseError};
+use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
 
-use self::wire::{
-    FaultRequest, GetQuery, GetResponse, Limits, PutRequest, PutResponse, ReplicateAck,
-    ReplicateRequest, StatusQuery, CAUSAL_CONTEXT,
-};
 use crate::actors::kv::messages::{Get, Put, Replicate};
 use crate::actors::kv::KvNode;
-use crate::auth::Signer;
 use crate::causal::session::parse_context;
 use crate::causal::VClock;
-use crate::config::KvConfig;
 use crate::error::{Error, Result};
 use crate::http::auth::PeerAuth;
 use crate::http::error::{json_config, method_not_allowed, not_found, query_config, read_body};
-use crate::http::{health, metrics_endpoint, spawn_server_on, RecordHttp, Running};
+use crate::http::{health, metrics_endpoint};
+use crate::wire::kv::{
+    FaultRequest, GetQuery, GetResponse, Limits, PutRequest, PutResponse, ReplicateAck,
+    ReplicateRequest, StatusQuery, CAUSAL_CONTEXT,
+};
 
 /// Largest peer request body: a full batch of escaped writes.
 const PEER_BODY_LIMIT: usize = 64 * 1024 * 1024;
@@ -89,53 +84,6 @@ pub fn configure(cfg: &mut web::ServiceConfig, limits: Limits) {
                 .default_service(web::to(method_not_allowed)),
         )
         .default_service(web::to(not_found));
-}
-
-/// Starts a node: its actors and its HTTP server on `config.listen_addr`.
-/// Must run inside an actix system. `signals`: let the server handle
-/// SIGINT/SIGTERM itself (false when several services share a process).
-pub fn start(config: &KvConfig, signals: bool) -> Result<(Running, KvNode)> {
-    let listener = std::net::TcpListener::bind(&config.listen_addr).map_err(|e| {
-        Error::config(format!(
-            "cannot listen on LISTEN_ADDR={}: {e}",
-            config.listen_addr
-        ))
-    })?;
-    start_on(config, listener, signals)
-}
-
-/// Like `start`, on a listener bound beforehand.
-pub fn start_on(
-    config: &KvConfig,
-    listener: std::net::TcpListener,
-    signals: bool,
-) -> Result<(Running, KvNode)> {
-    std::fs::create_dir_all(&config.data_dir).map_err(|e| {
-        Error::config(format!(
-            "DATA_DIR {} cannot be created: {e}",
-            config.data_dir.display()
-        ))
-    })?;
-    let node = KvNode::start(config)?;
-    let auth = web::Data::new(PeerAuth::new(Signer::new(&config.cluster_secret)?));
-    let limits = Limits {
-        max_key_bytes: config.max_key_bytes,
-        max_value_bytes: config.max_value_bytes,
-    };
-    let data = web::Data::new(node.clone());
-    let registry = web::Data::new(node.registry.clone());
-    let record = RecordHttp(node.metrics.http.clone());
-    let server = HttpServer::new(move || {
-        actix_web::App::new()
-            .wrap(record.clone())
-            .app_data(data.clone())
-            .app_data(auth.clone())
-            .app_data(registry.clone())
-            .app_data(web::Data::new(limits))
-            .configure(|cfg| configure(cfg, limits))
-    });
-    let running = spawn_server_on(server, listener, signals)?;
-    Ok((running, node))
 }
 
 /// The `Causal-Context` of a request, if any, validated for this cluster.

@@ -1,7 +1,7 @@
 //! Checks on `/status` snapshots, shared by `causal_demo`, the benchmarks
 //! and the tests.
 
-use super::wire::StatusResponse;
+use super::kv::StatusResponse;
 
 /// Causal violations visible in one node's snapshot: a visible value whose
 /// clock is not covered by the node's delivered clock would mean the node

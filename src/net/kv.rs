@@ -1,5 +1,5 @@
-//! HTTP clients: signed peer and admin requests (`PeerClient`) and the
-//! client API (`KvClient`).
+//! Clients of a KV node: signed peer and admin requests (`PeerClient`) and
+//! the client API (`KvClient`).
 //!
 //! `awc::Client` is not `Send`: create one `PeerClient` per actor or task
 //! and reuse it; never one per request.
@@ -12,8 +12,8 @@ use serde::Serialize;
 use crate::auth::{self, Signer};
 use crate::causal::VClock;
 use crate::error::{Error, Result};
-use crate::http::error::ErrorBody;
-use crate::http::kv::wire::{PutRequest, StatusResponse, CAUSAL_CONTEXT};
+use crate::wire::kv::{PutRequest, StatusResponse, CAUSAL_CONTEXT};
+use crate::wire::ErrorBody;
 
 /// Idle pooled connections are dropped after this, before the server's 5 s
 /// keep-alive closes them: reusing a connection the server has just closed
