@@ -25,7 +25,7 @@
 //! | [`actors`] | thin actors wrapping the cores, and their typed messages | yes |
 //! | [`http`] | handlers and `configure` functions, error mapping, peer authentication, request metrics | yes |
 //! | [`service`] | composition roots: each service's `Config::from_env`, start-up of its actors and server | yes |
-//! | [`config`], [`auth`], [`error`], [`metrics`] | shared plumbing: KV node settings, request signing, the error type, Prometheus helpers | no |
+//! | [`auth`], [`error`], [`metrics`] | shared plumbing: request signing, the error type, Prometheus helpers | no |
 //!
 //! Dependencies point one way:
 //!
@@ -42,7 +42,6 @@
 pub mod actors;
 pub mod auth;
 pub mod causal;
-pub mod config;
 pub mod error;
 pub mod grid;
 pub mod http;

@@ -74,8 +74,9 @@ use super::vclock::VClock;
 use super::write::{NodeId, Write};
 use crate::error::{Error, Result};
 
-/// Identifies a request in the driver (a client put or a flush), so that
-/// the effect answering it can find its way back.
+/// The default token of a request (a client put or a flush): whatever the
+/// driver needs to answer it travels through the core untouched. The actor
+/// passes its reply channels; tests pass numbers.
 pub type RequestId = u64;
 
 /// Upper bound on the bytes of one replication batch (a single larger write
@@ -175,12 +176,12 @@ pub struct Group {
 
 /// What the driver feeds the node.
 #[derive(Debug, Clone)]
-pub enum Input {
+pub enum Input<R = RequestId> {
     /// A client's `/put`. Stamped once `context` (if any) is delivered.
     /// `ts_ms` is the wall clock, carried in the write only to measure
     /// replication delay.
     Put {
-        id: RequestId,
+        id: R,
         key: String,
         value: String,
         context: Option<VClock>,
@@ -201,14 +202,14 @@ pub enum Input {
     /// The group handed out by [`Effect::Persist`] is durable.
     Persisted(Group),
     /// Make everything delivered so far durable, with a sync (shutdown).
-    Flush { id: RequestId },
+    Flush { id: R },
     /// Logical time has advanced to `now_ms` (monotonic milliseconds).
     Tick { now_ms: u64 },
 }
 
 /// What the node asks its driver to do.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Effect {
+pub enum Effect<R = RequestId> {
     /// Write this group to disk (on a blocking thread), then feed it back
     /// as [`Input::Persisted`].
     Persist(Group),
@@ -218,7 +219,7 @@ pub enum Effect {
     Apply {
         snapshot: Option<Snapshot>,
         writes: Vec<Write>,
-        replies: Vec<(RequestId, usize)>,
+        replies: Vec<(R, usize)>,
         applied: VClock,
     },
     /// Tell the delivery buffer what is durable: its acknowledgements report
@@ -227,9 +228,9 @@ pub enum Effect {
     /// New durable writes exist: wake the replicators.
     Wake { delivered: VClock },
     /// A put is refused (503 or 400); nothing was stamped.
-    Refused { id: RequestId, error: Error },
+    Refused { id: R, error: Error },
     /// A flush is done.
-    Flushed { id: RequestId },
+    Flushed { id: R },
     /// Fetch a snapshot from `peer` and feed it back as [`Input::Snapshot`].
     FetchSnapshot { peer: NodeId },
     /// The node has recovered and may serve clients (`/ready` answers 200).
@@ -240,8 +241,8 @@ pub enum Effect {
 
 /// A put waiting for its causal context.
 #[derive(Debug, Clone)]
-struct Parked {
-    id: RequestId,
+struct Parked<R> {
+    id: R,
     key: String,
     value: String,
     ts_ms: u64,
@@ -267,21 +268,32 @@ enum Phase {
 
 /// The group being persisted.
 #[derive(Debug)]
-struct InFlight {
+struct InFlight<R> {
     id: u64,
     writes: usize,
-    flushes: Vec<RequestId>,
+    flushes: Vec<R>,
     ends_rebuild: bool,
-    replies: Vec<(RequestId, usize)>,
+    replies: Vec<(R, usize)>,
 }
 
 /// The group being built.
-#[derive(Debug, Default)]
-struct Open {
+#[derive(Debug)]
+struct Open<R> {
     writes: Vec<Write>,
-    replies: Vec<(RequestId, usize)>,
+    replies: Vec<(R, usize)>,
     snapshot: Option<Snapshot>,
-    flushes: Vec<RequestId>,
+    flushes: Vec<R>,
+}
+
+impl<R> Default for Open<R> {
+    fn default() -> Self {
+        Open {
+            writes: Vec::new(),
+            replies: Vec::new(),
+            snapshot: None,
+            flushes: Vec::new(),
+        }
+    }
 }
 
 /// What `/status` shows of the node.
@@ -315,7 +327,7 @@ pub struct Counters {
 
 /// The protocol state of one KV node. See the module documentation.
 #[derive(Debug)]
-pub struct Node {
+pub struct Node<R = RequestId> {
     config: NodeConfig,
     /// Stamped and delivered writes, durable or not.
     delivered: VClock,
@@ -323,8 +335,8 @@ pub struct Node {
     durable: VClock,
     /// Durable writes not yet causally stable.
     log: ReplicationLog,
-    open: Open,
-    committing: Option<InFlight>,
+    open: Open<R>,
+    committing: Option<InFlight<R>>,
     next_group: u64,
     /// Causally stable clock not yet trimmed on disk.
     trim: Option<VClock>,
@@ -333,17 +345,17 @@ pub struct Node {
     snapshot_floor: VClock,
     /// Each peer's last acknowledged durable clock (our own entry unused).
     peer_delivered: Vec<VClock>,
-    parked: Waiters<Parked>,
+    parked: Waiters<Parked<R>>,
     now_ms: u64,
     halted: Option<String>,
     counters: Counters,
-    effects: Vec<Effect>,
+    effects: Vec<Effect<R>>,
 }
 
-impl Node {
+impl<R> Node<R> {
     /// A node booting from `boot`. The returned effects say whether it is
     /// ready at once; a node with peers that starts empty rebuilds first.
-    pub fn new(config: NodeConfig, boot: Boot) -> (Node, Vec<Effect>) {
+    pub fn new(config: NodeConfig, boot: Boot) -> (Node<R>, Vec<Effect<R>>) {
         let n = config.n;
         let rebuilding = boot.rebuilding || (boot.fresh && n > 1);
         let phase = if rebuilding {
@@ -386,7 +398,7 @@ impl Node {
     }
 
     /// Feeds one input; returns the effects to execute, in order.
-    pub fn step(&mut self, input: Input) -> Vec<Effect> {
+    pub fn step(&mut self, input: Input<R>) -> Vec<Effect<R>> {
         if self.halted.is_none() {
             match input {
                 Input::Put {
@@ -437,6 +449,11 @@ impl Node {
     /// True once the node serves clients.
     pub fn is_ready(&self) -> bool {
         self.phase == Phase::Ready && self.halted.is_none()
+    }
+
+    /// Writes held for peers (durable, not yet causally stable).
+    pub fn log_entries(&self) -> usize {
+        self.log.len()
     }
 
     /// Cumulative counters, for metrics.
@@ -521,19 +538,21 @@ impl Node {
         self.effects.push(Effect::Halt { reason });
     }
 
-    fn put(
-        &mut self,
-        id: RequestId,
-        key: String,
-        value: String,
-        context: Option<VClock>,
-        ts_ms: u64,
-    ) {
+    fn put(&mut self, id: R, key: String, value: String, context: Option<VClock>, ts_ms: u64) {
         if let Some(reason) = self.not_ready() {
             self.refuse(id, Error::unavailable(reason));
             return;
         }
         match context {
+            Some(_) if self.parked.is_full() => {
+                let waiting = self.parked.len();
+                self.refuse(
+                    id,
+                    Error::unavailable(format!(
+                        "too many requests waiting for their causal context ({waiting})"
+                    )),
+                );
+            }
             Some(ctx) if !ctx.le(&self.delivered) => {
                 let parked = Parked {
                     id,
@@ -542,9 +561,7 @@ impl Node {
                     ts_ms,
                     deadline_ms: self.now_ms + self.config.wait_timeout_ms,
                 };
-                if let Err(error) = self.parked.wait(ctx, parked) {
-                    self.refuse(id, error);
-                }
+                self.parked.park(ctx, parked);
             }
             // Stamped now, with the clock as it is, so the write covers the
             // client's context (writes-follow-reads).
@@ -552,11 +569,11 @@ impl Node {
         }
     }
 
-    fn refuse(&mut self, id: RequestId, error: Error) {
+    fn refuse(&mut self, id: R, error: Error) {
         self.effects.push(Effect::Refused { id, error });
     }
 
-    fn stamp(&mut self, id: RequestId, key: String, value: String, ts_ms: u64) {
+    fn stamp(&mut self, id: R, key: String, value: String, ts_ms: u64) {
         let held = self.log.len() + self.uncommitted();
         if held >= self.config.max_log {
             self.refuse(
@@ -745,10 +762,11 @@ impl Node {
         let open = std::mem::take(&mut self.open);
         let id = self.next_group;
         self.next_group += 1;
+        let sync = !open.flushes.is_empty();
         self.committing = Some(InFlight {
             id,
             writes: open.writes.len(),
-            flushes: open.flushes.clone(),
+            flushes: open.flushes,
             ends_rebuild,
             replies: open.replies,
         });
@@ -758,7 +776,7 @@ impl Node {
             writes: open.writes,
             delivered: self.delivered.clone(),
             trim: self.trim.take(),
-            sync: !open.flushes.is_empty(),
+            sync,
             rebuilding: matches!(self.phase, Phase::Rebuilding { .. }),
         }));
     }

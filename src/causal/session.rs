@@ -60,6 +60,16 @@ impl<T> Waiters<T> {
         Ok(())
     }
 
+    /// True when no more waiters are accepted.
+    pub fn is_full(&self) -> bool {
+        self.waiting.len() >= self.limit
+    }
+
+    /// Registers a waiter; the caller checks `is_full` first.
+    pub fn park(&mut self, ctx: VClock, token: T) {
+        self.waiting.push((ctx, token));
+    }
+
     /// Removes and returns the waiters whose context `applied` now covers.
     pub fn release(&mut self, applied: &VClock) -> Vec<T> {
         if self.waiting.is_empty() {

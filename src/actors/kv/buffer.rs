@@ -13,7 +13,7 @@ use std::time::Instant;
 
 use actix::prelude::*;
 
-use super::messages::{Ack, BufferView, Deliver, Durable, GetBufferView, Replicate, Stop};
+use super::messages::{Ack, BufferView, Deliver, Durable, GetBufferView, Replicate};
 use super::metrics::KvMetrics;
 use crate::causal::{DeliveryBuffer, NodeId, Offered, VClock, Write};
 use crate::error::{Error, Result};
@@ -131,13 +131,5 @@ impl Handler<GetBufferView> for DeliveryBufferActor {
             buffered: self.buffer.len(),
             waiting: self.buffer.waiting(self.now_ms()),
         })
-    }
-}
-
-impl Handler<Stop> for DeliveryBufferActor {
-    type Result = ();
-
-    fn handle(&mut self, _: Stop, ctx: &mut Self::Context) {
-        ctx.stop();
     }
 }

@@ -1,18 +1,13 @@
-//! `ClockActor`: runs the node's protocol core, [`Node`], and executes what
-//! it decides.
+//! `ClockActor`: the loop around the node's protocol core, [`Node`].
 //!
-//! Every decision (stamping, the group commit and its order, rebuilding
-//! after an empty start, causal stability, refusals) is the core's; see
-//! `causal::node`. This actor is the loop around it: it turns messages into
-//! [`Input`]s, and [`Effect`]s into actions: a group written to storage on
-//! a blocking thread, `do_send`s to the store, the delivery buffer and the
-//! replicators, answers to waiting requests, metrics. A 50 ms timer feeds
-//! the core its logical time.
-//!
-//! Only one group is ever with storage, so `spawn_blocking` never runs two
-//! commits at once and groups become durable in delivery order.
+//! Every decision (stamping, the group commit and its order, rebuilding,
+//! causal stability, refusals) is the core's: see `causal::node`. The actor
+//! turns messages into [`Input`]s and executes the [`Effect`]s: a group to
+//! storage on a blocking thread (the core hands out one at a time, so groups
+//! become durable in delivery order), `do_send`s to the store, the buffer and
+//! the replicators, answers, metrics. A 50 ms timer gives the core its time.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -21,37 +16,40 @@ use tokio::sync::oneshot;
 
 use super::messages::{
     Apply, Batch, Deliver, Durable, FetchSnapshot, Flush, GetClockView, InstallSnapshot, NodeReady,
-    PeerProgress, Put, PutDone, ReadBatch, Stop, Wake,
+    PeerProgress, Put, PutDone, ReadBatch, Wake,
 };
 use super::metrics::KvMetrics;
 use crate::auth::now_ms;
 use crate::causal::node::Counters;
-use crate::causal::{Effect, Group, Input, Node, RequestId};
+use crate::causal::{Effect, Group, Input, Node};
 use crate::error::{Error, Result};
 use crate::storage::Storage;
 
 /// How often the core is told the time (it times out context waits).
 const TICK: Duration = Duration::from_millis(50);
 
-/// Where the core's effects go.
+/// Where the core's effects go (replicators by node id; `None` for us).
 pub struct ClockPeers {
     pub store: Recipient<Apply>,
     pub ready: Recipient<NodeReady>,
     pub buffer: Recipient<Durable>,
-    /// Indexed by node id; `None` at our own index.
     pub wake: Vec<Option<Recipient<Wake>>>,
     pub fetch: Vec<Option<Recipient<FetchSnapshot>>>,
 }
 
+/// How a request is answered: the token the core carries for it.
+#[derive(Debug)]
+pub enum Reply {
+    Put(oneshot::Sender<Result<PutDone>>),
+    Flush(oneshot::Sender<()>),
+}
+
 pub struct ClockActor {
-    node: Node,
+    node: Node<Reply>,
     /// Effects of the core's boot, executed once the actor runs.
-    boot: Vec<Effect>,
+    boot: Vec<Effect<Reply>>,
     storage: Option<Arc<Storage>>,
     peers: ClockPeers,
-    next_id: RequestId,
-    puts: HashMap<RequestId, oneshot::Sender<Result<PutDone>>>,
-    flushes: HashMap<RequestId, oneshot::Sender<()>>,
     epoch: Instant,
     metrics: KvMetrics,
     /// The counters as last exported.
@@ -60,7 +58,7 @@ pub struct ClockActor {
 
 impl ClockActor {
     pub fn new(
-        (node, boot): (Node, Vec<Effect>),
+        (node, boot): (Node<Reply>, Vec<Effect<Reply>>),
         storage: Option<Arc<Storage>>,
         peers: ClockPeers,
         metrics: KvMetrics,
@@ -70,27 +68,19 @@ impl ClockActor {
             boot,
             storage,
             peers,
-            next_id: 1,
-            puts: HashMap::new(),
-            flushes: HashMap::new(),
             epoch: Instant::now(),
             metrics,
             exported: Counters::default(),
         }
     }
 
-    fn id(&mut self) -> RequestId {
-        self.next_id += 1;
-        self.next_id
-    }
-
     /// Feeds one input and executes what comes back.
-    fn step(&mut self, input: Input, ctx: &mut Context<Self>) {
+    fn step(&mut self, input: Input<Reply>, ctx: &mut Context<Self>) {
         let effects = self.node.step(input);
         self.execute(effects, ctx);
     }
 
-    fn execute(&mut self, effects: Vec<Effect>, ctx: &mut Context<Self>) {
+    fn execute(&mut self, effects: Vec<Effect<Reply>>, ctx: &mut Context<Self>) {
         let mut queue = VecDeque::from(effects);
         while let Some(effect) = queue.pop_front() {
             match effect {
@@ -105,16 +95,14 @@ impl ClockActor {
                     replies,
                     applied,
                 } => {
-                    let now = now_ms();
-                    for w in writes.iter().filter(|w| w.origin != self.node.me()) {
-                        let origin = w.origin.to_string();
-                        self.metrics.deliveries.with_label_values(&[&origin]).inc();
-                        let delay = now.saturating_sub(w.ts_ms) as f64 / 1000.0;
-                        self.metrics.delivery_delay.observe(delay);
-                    }
+                    self.metrics
+                        .observe_applied(self.node.me(), &writes, now_ms());
                     let replies = replies
                         .into_iter()
-                        .filter_map(|(id, i)| Some((self.puts.remove(&id)?, writes[i].vc.clone())))
+                        .filter_map(|(reply, i)| match reply {
+                            Reply::Put(tx) => Some((tx, writes[i].vc.clone())),
+                            Reply::Flush(_) => None,
+                        })
                         .collect();
                     self.peers.store.do_send(Apply {
                         snapshot,
@@ -124,44 +112,36 @@ impl ClockActor {
                     });
                 }
                 Effect::Durable { delivered } => self.peers.buffer.do_send(Durable { delivered }),
-                Effect::Wake { delivered } => {
-                    for r in self.peers.wake.iter().flatten() {
-                        r.do_send(Wake {
-                            delivered: delivered.clone(),
-                        });
-                    }
-                }
-                Effect::Refused { id, error } => {
-                    if let Some(tx) = self.puts.remove(&id) {
-                        let _ = tx.send(Err(error));
-                    }
-                }
-                Effect::Flushed { id } => {
-                    if let Some(tx) = self.flushes.remove(&id) {
-                        let _ = tx.send(());
-                    }
-                }
+                Effect::Wake { delivered } => self.peers.wake.iter().flatten().for_each(|r| {
+                    r.do_send(Wake {
+                        delivered: delivered.clone(),
+                    })
+                }),
+                // The requester may have gone; that is not an error here.
+                Effect::Refused {
+                    id: Reply::Put(tx),
+                    error,
+                } => drop(tx.send(Err(error))),
+                Effect::Flushed {
+                    id: Reply::Flush(tx),
+                } => drop(tx.send(())),
+                Effect::Refused { .. } | Effect::Flushed { .. } => {}
                 Effect::FetchSnapshot { peer } => {
-                    log::info!(
-                        "node {}: started without its data; fetching a snapshot from peer {peer}",
-                        self.node.me()
-                    );
+                    log::info!("rebuilding: fetching a snapshot from peer {peer}");
                     if let Some(Some(r)) = self.peers.fetch.get(peer) {
                         r.do_send(FetchSnapshot);
                     }
                 }
                 Effect::Ready => {
-                    log::info!(
-                        "node {}: ready; own writes continue after seq {}",
-                        self.node.me(),
-                        self.node.delivered().get(self.node.me())
-                    );
+                    let own = self.node.delivered().get(self.node.me());
+                    log::info!("ready: own writes continue after seq {own}");
                     self.peers.ready.do_send(NodeReady);
                 }
                 Effect::Halt { reason } => fail_stop(&reason),
             }
         }
-        self.export_metrics();
+        let (counters, log) = (self.node.counters(), self.node.log_entries());
+        self.metrics.export_node(&mut self.exported, counters, log);
     }
 
     /// Writes a group on a blocking thread; the core learns when it is done.
@@ -176,28 +156,10 @@ impl ClockActor {
             Err(e) => fail_stop(&format!("storage thread failed: {e}")),
         }));
     }
-
-    fn export_metrics(&mut self) {
-        let now = self.node.counters().clone();
-        let was = std::mem::replace(&mut self.exported, now.clone());
-        self.metrics.writes.inc_by(now.writes - was.writes);
-        let waits = &self.metrics.context_waits;
-        waits
-            .with_label_values(&["ok"])
-            .inc_by(now.context_waits_ok - was.context_waits_ok);
-        waits
-            .with_label_values(&["timeout"])
-            .inc_by(now.context_waits_timeout - was.context_waits_timeout);
-        self.metrics.duplicates.inc_by(now.covered - was.covered);
-        self.metrics
-            .log_entries
-            .set(self.node.view().log_entries as i64);
-    }
 }
 
-/// A write may be stamped and acknowledged to nobody, or the history has a
-/// hole: the only safe move is to stop (fail-stop) and let the supervisor
-/// restart the node from its durable state.
+/// A write may be stamped but not durable, or the history has a hole: stop,
+/// and let the supervisor restart the node from its durable state.
 fn fail_stop(reason: &str) {
     log::error!("stopping the node: {reason}");
     System::current().stop_with_code(70);
@@ -221,11 +183,9 @@ impl Handler<Put> for ClockActor {
     type Result = ResponseFuture<Result<PutDone>>;
 
     fn handle(&mut self, msg: Put, ctx: &mut Self::Context) -> Self::Result {
-        let id = self.id();
         let (tx, rx) = oneshot::channel();
-        self.puts.insert(id, tx);
         let input = Input::Put {
-            id,
+            id: Reply::Put(tx),
             key: msg.key,
             value: msg.value,
             context: msg.context,
@@ -239,45 +199,20 @@ impl Handler<Put> for ClockActor {
     }
 }
 
-impl Handler<Deliver> for ClockActor {
-    type Result = ();
+/// Messages that are inputs of the core as they are.
+macro_rules! feed_core {
+    ($($msg:ty),*) => {$(
+        impl Handler<$msg> for ClockActor {
+            type Result = ();
 
-    fn handle(&mut self, msg: Deliver, ctx: &mut Self::Context) {
-        self.step(Input::Deliver { writes: msg.writes }, ctx);
-    }
+            fn handle(&mut self, msg: $msg, ctx: &mut Self::Context) {
+                self.step(msg.into(), ctx);
+            }
+        }
+    )*};
 }
 
-impl Handler<PeerProgress> for ClockActor {
-    type Result = ();
-
-    fn handle(&mut self, msg: PeerProgress, ctx: &mut Self::Context) {
-        let input = Input::PeerAcked {
-            peer: msg.peer,
-            received: msg.received,
-            delivered: msg.delivered,
-        };
-        self.step(input, ctx);
-    }
-}
-
-impl Handler<InstallSnapshot> for ClockActor {
-    type Result = ();
-
-    fn handle(&mut self, msg: InstallSnapshot, ctx: &mut Self::Context) {
-        log::info!(
-            "node {}: installing a snapshot of {} keys at [{}] from peer {}",
-            self.node.me(),
-            msg.snapshot.entries.len(),
-            msg.snapshot.delivered,
-            msg.from
-        );
-        let input = Input::Snapshot {
-            from: msg.from,
-            snapshot: msg.snapshot,
-        };
-        self.step(input, ctx);
-    }
-}
+feed_core!(Deliver, PeerProgress, InstallSnapshot);
 
 impl Handler<ReadBatch> for ClockActor {
     type Result = MessageResult<ReadBatch>;
@@ -292,9 +227,8 @@ impl Handler<Flush> for ClockActor {
     type Result = ResponseFuture<Result<()>>;
 
     fn handle(&mut self, _: Flush, ctx: &mut Self::Context) -> Self::Result {
-        let id = self.id();
         let (tx, rx) = oneshot::channel();
-        self.flushes.insert(id, tx);
+        let id = Reply::Flush(tx);
         self.step(Input::Flush { id }, ctx);
         Box::pin(async move {
             rx.await
@@ -308,13 +242,5 @@ impl Handler<GetClockView> for ClockActor {
 
     fn handle(&mut self, _: GetClockView, _: &mut Self::Context) -> Self::Result {
         MessageResult(self.node.view())
-    }
-}
-
-impl Handler<Stop> for ClockActor {
-    type Result = ();
-
-    fn handle(&mut self, _: Stop, ctx: &mut Self::Context) {
-        ctx.stop();
     }
 }

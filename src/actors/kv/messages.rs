@@ -18,7 +18,7 @@
 use actix::prelude::*;
 use tokio::sync::oneshot;
 
-use crate::causal::{FaultKind, Plan, Snapshot, VClock, Versioned, Waiting, Write};
+use crate::causal::{FaultKind, Input, Plan, Snapshot, VClock, Versioned, Waiting, Write};
 use crate::error::Result;
 use crate::wire::kv::PeerStatus;
 
@@ -220,3 +220,28 @@ pub struct NodeReady;
 #[derive(Message)]
 #[rtype(result = "Result<()>")]
 pub struct Flush;
+
+impl<R> From<Deliver> for Input<R> {
+    fn from(msg: Deliver) -> Input<R> {
+        Input::Deliver { writes: msg.writes }
+    }
+}
+
+impl<R> From<PeerProgress> for Input<R> {
+    fn from(msg: PeerProgress) -> Input<R> {
+        Input::PeerAcked {
+            peer: msg.peer,
+            received: msg.received,
+            delivered: msg.delivered,
+        }
+    }
+}
+
+impl<R> From<InstallSnapshot> for Input<R> {
+    fn from(msg: InstallSnapshot) -> Input<R> {
+        Input::Snapshot {
+            from: msg.from,
+            snapshot: msg.snapshot,
+        }
+    }
+}

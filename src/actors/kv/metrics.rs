@@ -5,6 +5,8 @@ use prometheus::{
     Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
 };
 
+use crate::causal::node::Counters;
+use crate::causal::{NodeId, Write};
 use crate::error::{Error, Result};
 use crate::metrics::{register, HttpMetrics};
 
@@ -127,5 +129,38 @@ impl KvMetrics {
             )?,
             http: HttpMetrics::new(registry, "kv")?,
         })
+    }
+
+    /// Counts the replicated writes of a durable group, and their delay
+    /// since their origin stamped them (wall clock, `now_ms`).
+    pub fn observe_applied(&self, me: NodeId, writes: &[Write], now_ms: u64) {
+        for w in writes.iter().filter(|w| w.origin != me) {
+            let origin = w.origin.to_string();
+            self.deliveries.with_label_values(&[&origin]).inc();
+            let delay = now_ms.saturating_sub(w.ts_ms) as f64 / 1000.0;
+            self.delivery_delay.observe(delay);
+        }
+    }
+
+    /// Exports the node core's cumulative counters (what moved since
+    /// `exported`, which is updated) and its log size.
+    pub fn export_node(&self, exported: &mut Counters, now: &Counters, log_entries: usize) {
+        let was = std::mem::replace(exported, now.clone());
+        self.writes.inc_by(now.writes - was.writes);
+        self.context_waits
+            .with_label_values(&["ok"])
+            .inc_by(now.context_waits_ok - was.context_waits_ok);
+        self.context_waits
+            .with_label_values(&["timeout"])
+            .inc_by(now.context_waits_timeout - was.context_waits_timeout);
+        self.duplicates.inc_by(now.covered - was.covered);
+        self.log_entries.set(log_entries as i64);
+    }
+
+    /// Counts one replication request to `peer`: `ok` (with the writes it
+    /// carried), `error` or `dropped` (an injected fault).
+    pub fn record_batch(&self, peer: &str, outcome: &str, sent: usize) {
+        self.batches.with_label_values(&[peer, outcome]).inc();
+        self.sent.with_label_values(&[peer]).inc_by(sent as u64);
     }
 }

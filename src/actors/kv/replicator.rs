@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use actix::prelude::*;
 
 use super::messages::{
-    FetchSnapshot, GetPeerView, InstallSnapshot, PeerProgress, ReadBatch, SetFault, Stop, Wake,
+    FetchSnapshot, GetPeerView, InstallSnapshot, PeerProgress, ReadBatch, SetFault, Wake,
 };
 use super::metrics::KvMetrics;
 use crate::auth::Signer;
@@ -94,10 +94,7 @@ impl ReplicatorActor {
             return;
         };
         if plan.drop {
-            self.metrics
-                .batches
-                .with_label_values(&[&self.peer_label, "dropped"])
-                .inc();
+            self.metrics.record_batch(&self.peer_label, "dropped", 0);
             self.stream.on_failure(now);
             return;
         }
@@ -125,14 +122,7 @@ impl ReplicatorActor {
     fn finish(&mut self, res: Result<(ReplicateAck, usize, VClock)>, ctx: &mut Context<Self>) {
         match res {
             Ok((ack, sent, delivered)) => {
-                self.metrics
-                    .batches
-                    .with_label_values(&[&self.peer_label, "ok"])
-                    .inc();
-                self.metrics
-                    .sent
-                    .with_label_values(&[&self.peer_label])
-                    .inc_by(sent as u64);
+                self.metrics.record_batch(&self.peer_label, "ok", sent);
                 self.delivered.merge(&delivered);
                 self.stream
                     .on_ack(ack.received.clone(), ack.delivered.clone());
@@ -142,12 +132,7 @@ impl ReplicatorActor {
                     delivered: ack.delivered,
                 });
                 if !self.reachable {
-                    log::info!(
-                        "node {}: peer {} at {} is reachable",
-                        self.me,
-                        self.peer,
-                        self.url
-                    );
+                    log::info!("peer {} at {} is reachable", self.peer, self.url);
                     self.reachable = true;
                 }
                 self.update_backlog();
@@ -155,18 +140,11 @@ impl ReplicatorActor {
                 self.pump(ctx);
             }
             Err(e) => {
-                self.metrics
-                    .batches
-                    .with_label_values(&[&self.peer_label, "error"])
-                    .inc();
+                self.metrics.record_batch(&self.peer_label, "error", 0);
                 self.stream.on_failure(self.now_ms());
                 if self.reachable || self.stream.failures() == 1 {
-                    log::warn!(
-                        "node {}: replication to peer {} at {} failed, will retry with backoff: {e}",
-                        self.me,
-                        self.peer,
-                        self.url
-                    );
+                    let (peer, url) = (self.peer, &self.url);
+                    log::warn!("replication to peer {peer} at {url} failed, retrying: {e}");
                 }
                 self.reachable = false;
             }
@@ -197,23 +175,14 @@ impl Handler<SetFault> for ReplicatorActor {
     type Result = ();
 
     fn handle(&mut self, msg: SetFault, _: &mut Self::Context) {
+        let (peer, ms) = (self.peer, msg.duration_ms);
         match msg.kind {
             Some(kind) => {
-                log::info!(
-                    "node {}: injecting fault {kind:?} towards peer {} for {} ms",
-                    self.me,
-                    self.peer,
-                    msg.duration_ms
-                );
-                let until = self.now_ms() + msg.duration_ms;
-                self.stream.set_fault(kind, until);
+                log::info!("injecting fault {kind:?} towards peer {peer} for {ms} ms");
+                self.stream.set_fault(kind, self.now_ms() + ms);
             }
             None => {
-                log::info!(
-                    "node {}: clearing fault towards peer {}",
-                    self.me,
-                    self.peer
-                );
+                log::info!("clearing the fault towards peer {peer}");
                 self.stream.clear_fault();
             }
         }
@@ -233,16 +202,19 @@ impl Handler<FetchSnapshot> for ReplicatorActor {
             Ok::<_, Error>(snapshot)
         };
         ctx.spawn(fetch.into_actor(self).map(|res, act, ctx| match res {
-            Ok(snapshot) => act.clock.install.do_send(InstallSnapshot {
-                from: act.peer,
-                snapshot,
-            }),
-            Err(e) => {
-                log::warn!(
-                    "node {}: snapshot from peer {} failed, retrying: {e}",
-                    act.me,
+            Ok(snapshot) => {
+                let (keys, clock) = (snapshot.entries.len(), &snapshot.delivered);
+                log::info!(
+                    "snapshot of {keys} keys at [{clock}] from peer {}",
                     act.peer
                 );
+                let from = act.peer;
+                act.clock
+                    .install
+                    .do_send(InstallSnapshot { from, snapshot });
+            }
+            Err(e) => {
+                log::warn!("snapshot from peer {} failed, retrying: {e}", act.peer);
                 ctx.notify_later(FetchSnapshot, Duration::from_secs(1));
             }
         }));
@@ -263,13 +235,5 @@ impl Handler<GetPeerView> for ReplicatorActor {
             failures: self.stream.failures(),
             fault: self.stream.fault(self.now_ms()),
         })
-    }
-}
-
-impl Handler<Stop> for ReplicatorActor {
-    type Result = ();
-
-    fn handle(&mut self, _: Stop, ctx: &mut Self::Context) {
-        ctx.stop();
     }
 }

@@ -11,9 +11,7 @@ use std::time::Duration;
 use actix::prelude::*;
 use tokio::sync::oneshot;
 
-use super::messages::{
-    Apply, Get, GetDone, GetStoreSnapshot, NodeReady, PutDone, Stop, StoreSnapshot,
-};
+use super::messages::{Apply, Get, GetDone, GetStoreSnapshot, NodeReady, PutDone, StoreSnapshot};
 use super::metrics::KvMetrics;
 use crate::causal::session::Waiters;
 use crate::causal::{Store, VClock};
@@ -169,13 +167,5 @@ impl Handler<GetStoreSnapshot> for StoreActor {
             keys: self.store.len(),
             entries,
         })
-    }
-}
-
-impl Handler<Stop> for StoreActor {
-    type Result = ();
-
-    fn handle(&mut self, _: Stop, ctx: &mut Self::Context) {
-        ctx.stop();
     }
 }

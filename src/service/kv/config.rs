@@ -1,23 +1,112 @@
-//! The `kv_node` service: its configuration from the environment, and
-//! start-up (the node's actors behind the routes of `http::kv`).
-//!
-//! `start` binds `LISTEN_ADDR`; `start_on` takes a listener bound beforehand,
-//! so that a test can bind every node's `127.0.0.1:0` first and give each
-//! node the ports of all the others before any starts.
+//! The settings of a KV node (`kv_node`): the struct, its defaults and
+//! checks, and how it is read from the environment (`KvConfig::from_env`,
+//! which documents every variable). A bad value fails at start-up with a
+//! message naming the variable.
 
-use actix_web::{web, HttpServer};
-
-use super::env::{parse_or, required, var};
-use super::server::{spawn_server_on, Running};
-use crate::actors::kv::KvNode;
-use crate::auth::Signer;
 use crate::error::{Error, Result};
-use crate::http::auth::PeerAuth;
-use crate::http::kv::configure;
-use crate::http::RecordHttp;
-use crate::wire::kv::Limits;
+use crate::service::env::{parse_or, required, var};
 
-pub use crate::config::KvConfig;
+/// Configuration of a `kv_node`.
+///
+/// Read from the environment by [`KvConfig::from_env`] (in `service::kv`),
+/// whose doc lists every variable and its default; tests and the local
+/// `cluster` start from [`KvConfig::new`] and override fields.
+#[derive(Clone)]
+pub struct KvConfig {
+    pub node_id: usize,
+    /// Base URL of every node, indexed by node id.
+    pub peers: Vec<String>,
+    pub listen_addr: String,
+    pub data_dir: std::path::PathBuf,
+    pub cluster_secret: String,
+    pub max_key_bytes: usize,
+    pub max_value_bytes: usize,
+    pub causal_wait_timeout_ms: u64,
+    pub buffer_capacity: usize,
+    pub max_log_entries: usize,
+    pub replication_batch: usize,
+    pub peer_timeout_ms: u64,
+    pub relay_after_ms: u64,
+    pub durability: crate::storage::SyncPolicy,
+}
+
+impl std::fmt::Debug for KvConfig {
+    // Written by hand so the secret never reaches a log.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KvConfig")
+            .field("node_id", &self.node_id)
+            .field("peers", &self.peers)
+            .field("listen_addr", &self.listen_addr)
+            .field("data_dir", &self.data_dir)
+            .field("cluster_secret", &"<set>")
+            .field("max_key_bytes", &self.max_key_bytes)
+            .field("max_value_bytes", &self.max_value_bytes)
+            .field("causal_wait_timeout_ms", &self.causal_wait_timeout_ms)
+            .field("buffer_capacity", &self.buffer_capacity)
+            .field("max_log_entries", &self.max_log_entries)
+            .field("replication_batch", &self.replication_batch)
+            .field("peer_timeout_ms", &self.peer_timeout_ms)
+            .field("relay_after_ms", &self.relay_after_ms)
+            .field("durability", &self.durability)
+            .finish()
+    }
+}
+
+impl KvConfig {
+    /// A configuration with every optional setting at its default.
+    pub fn new(node_id: usize, peers: Vec<String>, cluster_secret: String) -> Self {
+        KvConfig {
+            node_id,
+            peers,
+            listen_addr: "0.0.0.0:5000".into(),
+            data_dir: std::path::PathBuf::from(format!("data/node{node_id}")),
+            cluster_secret,
+            max_key_bytes: 1024,
+            max_value_bytes: 1024 * 1024,
+            causal_wait_timeout_ms: 5_000,
+            buffer_capacity: 100_000,
+            max_log_entries: 1_000_000,
+            replication_batch: 512,
+            peer_timeout_ms: 2_000,
+            relay_after_ms: 1_000,
+            durability: crate::storage::SyncPolicy::Fsync,
+        }
+    }
+
+    /// Checks the relations between values.
+    pub fn validate(&self) -> Result<()> {
+        if self.node_id >= self.peers.len() {
+            return Err(Error::config(format!(
+                "NODE_ID={} but PEERS lists {} nodes (ids 0..{})",
+                self.node_id,
+                self.peers.len(),
+                self.peers.len()
+            )));
+        }
+        if self.cluster_secret.is_empty() {
+            return Err(Error::config("CLUSTER_SECRET must not be empty"));
+        }
+        for (name, value) in [
+            ("MAX_KEY_BYTES", self.max_key_bytes),
+            ("MAX_VALUE_BYTES", self.max_value_bytes),
+            ("BUFFER_CAPACITY", self.buffer_capacity),
+            ("MAX_LOG_ENTRIES", self.max_log_entries),
+            ("REPLICATION_BATCH", self.replication_batch),
+        ] {
+            if value == 0 {
+                return Err(Error::config(format!("{name} must be at least 1")));
+            }
+        }
+        if self.peer_timeout_ms == 0 {
+            return Err(Error::config("PEER_TIMEOUT_MS must be at least 1"));
+        }
+        Ok(())
+    }
+
+    pub fn cluster_size(&self) -> usize {
+        self.peers.len()
+    }
+}
 
 impl KvConfig {
     /// Reads and checks the environment:
@@ -104,54 +193,6 @@ pub fn parse_peers(raw: &str) -> Result<Vec<String>> {
             url.ok_or_else(|| Error::config(format!("PEERS has no entry for node {id}")))
         })
         .collect()
-}
-
-/// Starts a node: its actors and its HTTP server on `config.listen_addr`
-/// (the routes of `http::kv::configure`).
-/// Must run inside an actix system. `signals`: let the server handle
-/// SIGINT/SIGTERM itself (false when several services share a process).
-pub fn start(config: &KvConfig, signals: bool) -> Result<(Running, KvNode)> {
-    let listener = std::net::TcpListener::bind(&config.listen_addr).map_err(|e| {
-        Error::config(format!(
-            "cannot listen on LISTEN_ADDR={}: {e}",
-            config.listen_addr
-        ))
-    })?;
-    start_on(config, listener, signals)
-}
-
-/// Like `start`, on a listener bound beforehand.
-pub fn start_on(
-    config: &KvConfig,
-    listener: std::net::TcpListener,
-    signals: bool,
-) -> Result<(Running, KvNode)> {
-    std::fs::create_dir_all(&config.data_dir).map_err(|e| {
-        Error::config(format!(
-            "DATA_DIR {} cannot be created: {e}",
-            config.data_dir.display()
-        ))
-    })?;
-    let node = KvNode::start(config)?;
-    let auth = web::Data::new(PeerAuth::new(Signer::new(&config.cluster_secret)?));
-    let limits = Limits {
-        max_key_bytes: config.max_key_bytes,
-        max_value_bytes: config.max_value_bytes,
-    };
-    let data = web::Data::new(node.clone());
-    let registry = web::Data::new(node.registry.clone());
-    let record = RecordHttp(node.metrics.http.clone());
-    let server = HttpServer::new(move || {
-        actix_web::App::new()
-            .wrap(record.clone())
-            .app_data(data.clone())
-            .app_data(auth.clone())
-            .app_data(registry.clone())
-            .app_data(web::Data::new(limits))
-            .configure(|cfg| configure(cfg, limits))
-    });
-    let running = spawn_server_on(server, listener, signals)?;
-    Ok((running, node))
 }
 
 #[cfg(test)]
