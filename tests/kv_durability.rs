@@ -11,8 +11,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use causal_grid::net::kv::KvClient;
-use causal_grid::wire::kv::StatusResponse;
+use causal_grid::auth::Signer;
+use causal_grid::causal::{FaultKind, VClock};
+use causal_grid::net::kv::{KvClient, PeerClient};
+use causal_grid::wire::kv::{FaultRequest, StatusResponse};
 
 struct Procs {
     ports: Vec<u16>,
@@ -78,12 +80,43 @@ impl Procs {
         }
     }
 
+    /// Waits until node `i` answers `/ready` with 200.
     async fn wait_serving(&self, client: &KvClient, i: usize) {
+        client
+            .await_ready(&self.url(i), Duration::from_secs(20))
+            .await
+            .unwrap_or_else(|e| panic!("node {i} did not become ready: {e}"));
+    }
+
+    /// Waits until node `i` answers at all (`/status`), ready or not.
+    async fn wait_up(&self, client: &KvClient, i: usize) -> StatusResponse {
         let deadline = Instant::now() + Duration::from_secs(20);
-        while client.status_of(&self.url(i), false).await.is_err() {
+        loop {
+            if let Ok(s) = client.status_of(&self.url(i), false).await {
+                return s;
+            }
             assert!(Instant::now() < deadline, "node {i} did not come up");
             actix_rt::time::sleep(Duration::from_millis(20)).await;
         }
+    }
+
+    /// Drops replication from node `from` to node `to` until `heal`ed or
+    /// `from` restarts.
+    async fn cut(&self, from: usize, to: usize) {
+        let admin = PeerClient::new(
+            Signer::new(kv_support::SECRET).unwrap(),
+            "admin",
+            Duration::from_secs(5),
+        );
+        let req = FaultRequest {
+            peer: to,
+            kind: Some(FaultKind::Drop),
+            duration_ms: 600_000,
+        };
+        let _: FaultRequest = admin
+            .post(&self.url(from), "/admin/fault", &req)
+            .await
+            .expect("fault injected");
     }
 
     async fn statuses(&self, client: &KvClient) -> Vec<StatusResponse> {
@@ -241,4 +274,97 @@ async fn sigterm_is_a_clean_shutdown() {
     for i in 0..20 {
         assert!(s.store.contains_key(&format!("t{i}")));
     }
+}
+
+/// The sequence that once lost acknowledged writes for good. Nodes 0..2;
+/// node 2 writes `a` three times while nodes 2 and 1 cannot reach node 0,
+/// then loses its disk and crashes again right after installing node 0's
+/// (older) snapshot. Restarted on that disk, it must go on rebuilding: wait
+/// for node 1, take back its own writes a1..a3, and only then number new
+/// writes after them. Nothing acknowledged is lost, and all converge.
+#[actix_rt::test]
+async fn a_wiped_node_that_crashes_after_its_snapshot_never_reuses_a_sequence_number() {
+    let mut procs = Procs::start(3);
+    let client = KvClient::new(Duration::from_secs(10));
+    for i in 0..3 {
+        procs.wait_serving(&client, i).await;
+    }
+    for i in 0..3 {
+        let a = client
+            .put(&procs.url(i), &format!("k{i}"), "v", None)
+            .await
+            .unwrap();
+        assert_eq!(a.status, 200);
+    }
+    procs.wait_converged(&client).await;
+
+    // Node 0 falls behind on node 2's writes.
+    procs.cut(2, 0).await;
+    procs.cut(1, 0).await;
+    let mut ctx: Option<VClock> = None;
+    for v in ["a1", "a2", "a3"] {
+        let a = client
+            .put(&procs.url(2), "a", v, ctx.as_ref())
+            .await
+            .unwrap();
+        assert_eq!(a.status, 200, "{:?}", a.body);
+        ctx = a.context;
+    }
+    let a3 = ctx.expect("a causal context");
+    assert_eq!(a3.get(2), 4);
+    let at1 = client.get(&procs.url(1), "a", Some(&a3)).await.unwrap();
+    assert_eq!(at1.body["value"], "a3", "node 1 delivered node 2's writes");
+
+    // Node 2 loses its disk. Node 1 is down meanwhile, so node 2 can only
+    // take node 0's snapshot, which lacks a1..a3.
+    procs.kill(1);
+    procs.kill(2);
+    let _ = std::fs::remove_dir_all(procs.root.join("node2"));
+    procs.spawn(2);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let s = procs.wait_up(&client, 2).await;
+        if s.vc.entries() == [1, 1, 1] {
+            assert!(!s.ready, "rebuilding, not ready: {:?}", s.not_ready);
+            break;
+        }
+        assert!(Instant::now() < deadline, "node 2 installed no snapshot");
+        actix_rt::time::sleep(Duration::from_millis(20)).await;
+    }
+    let refused = client.put(&procs.url(2), "b", "b0", None).await.unwrap();
+    assert_eq!(refused.status, 503, "{:?}", refused.body);
+
+    // It crashes again with the snapshot committed, and restarts on that
+    // disk; node 1 comes back.
+    procs.kill(2);
+    procs.spawn(2);
+    let s = procs.wait_up(&client, 2).await;
+    assert!(!s.ready, "the rebuild resumes after a restart");
+    procs.spawn(1);
+    procs.wait_serving(&client, 2).await;
+    let mut ctx = None;
+    for (i, v) in ["b1", "b2", "b3"].into_iter().enumerate() {
+        let b = client
+            .put(&procs.url(2), "b", v, ctx.as_ref())
+            .await
+            .unwrap();
+        assert_eq!(b.status, 200, "{:?}", b.body);
+        assert_eq!(
+            b.body["vc"][2].as_u64(),
+            Some(5 + i as u64),
+            "{v} continues after a3, never reusing 2..4"
+        );
+        ctx = b.context;
+    }
+    let all = procs.wait_converged(&client).await;
+    for s in &all {
+        assert_eq!(s.store["a"].value, "a3", "node {}", s.node);
+        assert_eq!(s.store["b"].value, "b3", "node {}", s.node);
+    }
+    let read = client.get(&procs.url(0), "a", Some(&a3)).await.unwrap();
+    assert_eq!(read.status, 200);
+    assert_eq!(
+        read.body["value"], "a3",
+        "the session that wrote a3 reads it"
+    );
 }
