@@ -75,6 +75,17 @@ fn show(label: &str, s: &StatusResponse) {
         s.buffered_msgs,
         values.join(", ")
     );
+    for w in &s.waiting {
+        let (from, dep) = (w.origin + 1, w.blocked_on.origin + 1);
+        let also = match w.count {
+            1 => String::new(),
+            n => format!(", with {} more from node {from}", n - 1),
+        };
+        println!(
+            "    {}={} from node {from} waits for node {dep}'s write {} ({} ms{also})",
+            w.key, w.value, w.blocked_on.seq, w.waited_ms
+        );
+    }
 }
 
 fn check(s: &StatusResponse) -> Result<(), String> {
@@ -94,6 +105,11 @@ async fn run(args: Args) -> Result<(), String> {
     let e = |e: causal_grid::Error| e.to_string();
 
     println!("causal_demo against {}", nodes.join(", "));
+    for url in &nodes {
+        kv.await_ready(url, Duration::from_secs(args.timeout_s))
+            .await
+            .map_err(e)?;
+    }
     for (i, url) in nodes.iter().enumerate() {
         let s = kv.status(url).await.map_err(e)?;
         if s.cluster_size != 3 {
@@ -151,6 +167,7 @@ async fn run(args: Args) -> Result<(), String> {
     let deadline = Instant::now() + Duration::from_secs(args.timeout_s);
     let mut saw_buffered = false;
     let mut last = String::new();
+    let mut shown = Instant::now();
     let all = loop {
         let mut all = Vec::new();
         for url in &nodes {
@@ -162,10 +179,12 @@ async fn run(args: Args) -> Result<(), String> {
         if n3.buffered_msgs > 0 {
             saw_buffered = true;
         }
+        // Print on every change, and every second while writes wait.
         let line = format!("{:?}{}", n3.vc, n3.buffered_msgs);
-        if line != last {
+        if line != last || (n3.buffered_msgs > 0 && shown.elapsed() >= Duration::from_secs(1)) {
             show("node 3", n3);
             last = line;
+            shown = Instant::now();
         }
         if inspect::converged(&all) && all[0].vc.entries() >= &[1, 1, 1][..] {
             break all;

@@ -56,8 +56,9 @@ pub struct Waiting {
     pub count: usize,
     /// The first waiting write.
     pub first_seq: u64,
-    /// Its key (for people reading `/status`).
+    /// Its key, and the start of its value (for people reading `/status`).
     pub key: String,
+    pub value: String,
     /// The write it waits for: a dependency on another node, or its own
     /// predecessor when one of its origin's writes is missing.
     pub blocked_on: WriteId,
@@ -188,6 +189,7 @@ impl DeliveryBuffer {
                 count: queue.iter().filter(|s| s.is_some()).count(),
                 first_seq: first.seq,
                 key: first.key.clone(),
+                value: first.value.chars().take(32).collect(),
                 blocked_on: WriteId { origin, seq },
                 waited_ms: now_ms.saturating_sub(*arrived),
             });
