@@ -184,7 +184,7 @@ retry() {
 # shellcheck disable=SC2086
 wait_healthy 180 $SERVICES
 retry 60 curl -fsS -o /dev/null "$PROM/-/ready" || fail "Prometheus is not ready"
-ok "all $(echo "$SERVICES" | wc -w) services up, every health check (--health-check) passing"
+ok "all $(echo "$SERVICES" | wc -w) services up, every health check passing (KV nodes: --ready-check)"
 
 # ---------------------------------------------------------------------------
 if [ "$SCOPE" = full ]; then

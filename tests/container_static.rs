@@ -8,7 +8,8 @@
 //!   building, and the sources come after it;
 //! * `.dockerignore` keeps `target/` out of the build context;
 //! * every compose service that runs one of our binaries names a binary that
-//!   exists and has a `--health-check` health check; the published ports are
+//!   exists and has a health check (`--ready-check` for KV nodes,
+//!   `--health-check` for the others); the published ports are
 //!   the documented ones; third-party images are pinned.
 
 use std::fs;
@@ -96,10 +97,16 @@ fn compose_services_check_their_own_health() {
             .position(|l| l.starts_with("  ") && !l.starts_with("   ") && l.ends_with(':'))
             .map(|n| n + i)
             .unwrap_or(lines.len());
-        let check = format!("test: [\"CMD\", \"{binary}\", \"--health-check\"]");
+        // A KV node is healthy once it serves data (`/ready`: recovered and,
+        // if it started empty, rebuilt); the other services once they answer.
+        let flag = match binary {
+            "kv_node" => "--ready-check",
+            _ => "--health-check",
+        };
+        let check = format!("test: [\"CMD\", \"{binary}\", \"{flag}\"]");
         assert!(
             lines[i..block_end].iter().any(|l| l.trim() == check),
-            "the service running {binary} has no `{binary} --health-check` health check"
+            "the service running {binary} has no `{binary} {flag}` health check"
         );
         ours += 1;
     }

@@ -88,6 +88,18 @@ impl Procs {
             .unwrap_or_else(|e| panic!("node {i} did not become ready: {e}"));
     }
 
+    /// Runs `kv_node <flag>` (a container health check) against node `i`:
+    /// true when it exits 0.
+    fn probe(&self, i: usize, flag: &str) -> bool {
+        Command::new(env!("CARGO_BIN_EXE_kv_node"))
+            .arg(flag)
+            .env("LISTEN_ADDR", format!("127.0.0.1:{}", self.ports[i]))
+            .stderr(Stdio::null())
+            .status()
+            .expect("kv_node runs")
+            .success()
+    }
+
     /// Waits until node `i` answers at all (`/status`), ready or not.
     async fn wait_up(&self, client: &KvClient, i: usize) -> StatusResponse {
         let deadline = Instant::now() + Duration::from_secs(20);
@@ -333,6 +345,12 @@ async fn a_wiped_node_that_crashes_after_its_snapshot_never_reuses_a_sequence_nu
     }
     let refused = client.put(&procs.url(2), "b", "b0", None).await.unwrap();
     assert_eq!(refused.status, 503, "{:?}", refused.body);
+    // The container probes say the same: alive, not ready.
+    assert!(procs.probe(2, "--health-check"), "/health is liveness");
+    assert!(
+        !procs.probe(2, "--ready-check"),
+        "/ready waits for the rebuild"
+    );
 
     // It crashes again with the snapshot committed, and restarts on that
     // disk; node 1 comes back.
@@ -342,6 +360,7 @@ async fn a_wiped_node_that_crashes_after_its_snapshot_never_reuses_a_sequence_nu
     assert!(!s.ready, "the rebuild resumes after a restart");
     procs.spawn(1);
     procs.wait_serving(&client, 2).await;
+    assert!(procs.probe(2, "--ready-check"));
     let mut ctx = None;
     for (i, v) in ["b1", "b2", "b3"].into_iter().enumerate() {
         let b = client

@@ -32,18 +32,22 @@ pub use server::{shutdown_signal, spawn_server, spawn_server_on, wait_for_shutdo
 
 use crate::error::{Error, Result};
 
-/// Handles a binary's `--health-check` flag: if present, probes `/health` on
-/// `LISTEN_ADDR`'s port (or `default_listen`) and exits 0 or 1. Only
-/// `LISTEN_ADDR` is read, so the check works with the rest unset.
+/// Handles a binary's probe flags: `--health-check` probes `/health`
+/// (liveness: the process serves HTTP) and `--ready-check` probes `/ready`
+/// (readiness: a KV node serves `/get` and `/put`), on `LISTEN_ADDR`'s port
+/// (or `default_listen`), then exits 0 or 1. Only `LISTEN_ADDR` is read, so
+/// the checks work with the rest unset.
 pub fn handle_health_check_flag(service: &str, default_listen: &str) {
-    if !std::env::args().any(|a| a == "--health-check") {
-        return;
-    }
+    let path = match std::env::args().find(|a| a == "--health-check" || a == "--ready-check") {
+        Some(flag) if flag == "--ready-check" => "/ready",
+        Some(_) => "/health",
+        None => return,
+    };
     let listen = env::var("LISTEN_ADDR").unwrap_or_else(|| default_listen.to_string());
-    match probe_health(&listen) {
+    match probe(&listen, path) {
         Ok(()) => std::process::exit(0),
         Err(e) => {
-            eprintln!("{service} unhealthy: {e}");
+            eprintln!("{service}: {path}: {e}");
             std::process::exit(1);
         }
     }
@@ -60,10 +64,10 @@ pub fn or_exit<T>(service: &str, result: Result<T>) -> T {
     }
 }
 
-/// `--health-check`: exits 0 if the service on `listen_addr` answers
-/// `GET /health` with 200. Used by container health checks (the runtime
+/// `--health-check` and `--ready-check`: Ok if the service on `listen_addr`
+/// answers `GET path` with 200. Used by container health checks (the runtime
 /// image has no curl), so it needs nothing but the standard library.
-pub fn probe_health(listen_addr: &str) -> Result<()> {
+pub fn probe(listen_addr: &str, path: &str) -> Result<()> {
     use std::io::{Read, Write};
     use std::net::{TcpStream, ToSocketAddrs};
     use std::time::Duration;
@@ -87,7 +91,7 @@ pub fn probe_health(listen_addr: &str) -> Result<()> {
         .set_write_timeout(Some(timeout))
         .map_err(Error::unavailable)?;
     stream
-        .write_all(b"GET /health HTTP/1.0\r\nHost: localhost\r\n\r\n")
+        .write_all(format!("GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").as_bytes())
         .map_err(Error::unavailable)?;
     let mut head = [0u8; 12];
     stream.read_exact(&mut head).map_err(Error::unavailable)?;
@@ -95,7 +99,7 @@ pub fn probe_health(listen_addr: &str) -> Result<()> {
         Ok(())
     } else {
         Err(Error::unavailable(format!(
-            "unhealthy: {}",
+            "not 200: {}",
             String::from_utf8_lossy(&head)
         )))
     }
