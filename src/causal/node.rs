@@ -949,4 +949,257 @@ mod tests {
         assert_eq!(group.writes.len(), 2);
         assert_eq!(group.writes[1].vc, vc(&[1, 1]), "covers the context");
     }
+
+    fn acked(peer: NodeId, received: &[u64], delivered: &[u64]) -> Input {
+        Input::PeerAcked {
+            peer,
+            received: vc(received),
+            delivered: vc(delivered),
+        }
+    }
+
+    /// Feeds `input`, then reports every group it hands out as durable
+    /// (as the actor does in memory mode); returns all effects.
+    fn settle(node: &mut Node, input: Input) -> Vec<Effect> {
+        let mut all = Vec::new();
+        let mut next = node.step(input);
+        loop {
+            let group = next.iter().find_map(|e| match e {
+                Effect::Persist(g) => Some(g.clone()),
+                _ => None,
+            });
+            all.append(&mut next);
+            match group {
+                Some(g) => next = node.step(Input::Persisted(g)),
+                None => return all,
+            }
+        }
+    }
+
+    #[test]
+    fn a_durable_group_is_applied_then_reported_then_replicated() {
+        let mut node = ready_node(0, 2);
+        let group = persist_of(&node.step(put(1, "x", None)));
+        node.step(Input::Flush { id: 9 });
+        let done = node.step(Input::Persisted(group));
+        let kinds: Vec<&str> = done
+            .iter()
+            .map(|e| match e {
+                Effect::Apply { .. } => "apply",
+                Effect::Durable { .. } => "durable",
+                Effect::Wake { .. } => "wake",
+                Effect::Persist(_) => "persist",
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(kinds, ["apply", "durable", "wake", "persist"]);
+        let flush = persist_of(&done);
+        assert!(
+            flush.sync && flush.writes.is_empty(),
+            "a flush is a synced group"
+        );
+        let flushed = node.step(Input::Persisted(flush));
+        assert!(flushed.contains(&Effect::Flushed { id: 9 }));
+    }
+
+    #[test]
+    fn writes_stable_everywhere_are_trimmed_and_the_trim_reaches_the_disk() {
+        let mut node = ready_node(0, 3);
+        for id in 1..=3 {
+            settle(&mut node, put(id, "x", None));
+        }
+        assert_eq!(node.log_entries(), 3);
+        // One peer has all three, the other only the first: only write 1 is
+        // stable.
+        settle(&mut node, acked(1, &[3, 0, 0], &[3, 0, 0]));
+        assert_eq!(node.log_entries(), 3, "node 2 has not acknowledged yet");
+        let effects = node.step(acked(2, &[1, 0, 0], &[1, 0, 0]));
+        assert_eq!(node.log_entries(), 2);
+        let group = persist_of(&effects);
+        assert_eq!(group.trim, Some(vc(&[1, 0, 0])));
+        assert!(group.writes.is_empty());
+    }
+
+    #[test]
+    fn a_batch_is_read_from_durable_writes_only_and_bounded() {
+        let mut node = ready_node(0, 2);
+        for id in 1..=5 {
+            settle(&mut node, put(id, "x", None));
+        }
+        node.step(put(6, "x", None)); // stamped, not durable
+        let plan = Plan {
+            ranges: vec![(0, 1, 6)],
+            max: 3,
+            drop: false,
+        };
+        let (writes, from) = node.read_batch(&plan);
+        let seqs: Vec<u64> = writes.iter().map(|w| w.seq).collect();
+        assert_eq!(seqs, [2, 3, 4], "at most `max`, after `after`");
+        assert_eq!(from, vc(&[5, 0]), "the durable clock");
+        let (writes, _) = node.read_batch(&Plan {
+            ranges: vec![(0, 0, 6)],
+            max: 100,
+            drop: false,
+        });
+        assert_eq!(writes.len(), 5, "write 6 is not durable yet");
+    }
+
+    #[test]
+    fn a_full_log_and_too_many_waiting_puts_answer_503() {
+        let mut node: Node = Node::new(
+            NodeConfig {
+                max_log: 2,
+                max_waiters: 1,
+                ..config(0, 2)
+            },
+            Boot {
+                fresh: false,
+                ..Boot::empty(2)
+            },
+        )
+        .0;
+        settle(&mut node, put(1, "x", None));
+        node.step(put(2, "x", None));
+        let full = node.step(put(3, "x", None));
+        assert!(
+            matches!(&full[0], Effect::Refused { id: 3, error: Error::Unavailable(m) } if m.contains("replication log full")),
+            "{full:?}"
+        );
+        assert!(
+            node.step(put(4, "y", Some(vc(&[0, 1])))).is_empty(),
+            "parked"
+        );
+        let busy = node.step(put(5, "y", Some(vc(&[0, 1]))));
+        assert!(
+            matches!(&busy[0], Effect::Refused { id: 5, error: Error::Unavailable(m) } if m.contains("waiting"))
+        );
+    }
+
+    #[test]
+    fn a_fresh_node_takes_a_snapshot_from_a_peer_ahead_and_its_own_writes_back() {
+        let (mut node, _) = Node::<RequestId>::new(config(2, 3), Boot::empty(3));
+        let ask = node.step(acked(0, &[1, 1, 1], &[1, 1, 1]));
+        assert!(ask.contains(&Effect::FetchSnapshot { peer: 0 }), "{ask:?}");
+        // Peer 1 holds writes 2..4 of ours that peer 0 lacks.
+        node.step(acked(1, &[1, 1, 4], &[1, 1, 4]));
+        let snapshot = Snapshot {
+            delivered: vc(&[1, 1, 1]),
+            entries: vec![("a".into(), Versioned::from(&w(2, &[1, 1, 1], "a", "a0")))],
+        };
+        // An unasked snapshot is ignored.
+        let other = Input::Snapshot {
+            from: 1,
+            snapshot: snapshot.clone(),
+        };
+        assert!(node.step(other).is_empty());
+        let group = persist_of(&node.step(Input::Snapshot { from: 0, snapshot }));
+        assert!(group.rebuilding && group.snapshot.is_some());
+        assert_eq!(group.delivered, vc(&[1, 1, 1]));
+        let done = node.step(Input::Persisted(group));
+        assert!(
+            !done.contains(&Effect::Ready),
+            "its writes 2..4 are still out there"
+        );
+        assert!(node.not_ready().unwrap().contains("up to 4"));
+        let relayed = (2..=4)
+            .map(|seq| w(2, &[1, 1, seq], "a", &format!("a{}", seq - 1)))
+            .collect();
+        let effects = settle(&mut node, Input::Deliver { writes: relayed });
+        assert!(effects.contains(&Effect::Ready), "{effects:?}");
+        let next = persist_of(&node.step(put(7, "b", None)));
+        assert_eq!(next.writes[0].seq, 5, "continues after its old writes");
+        assert!(!next.rebuilding);
+    }
+
+    #[test]
+    fn a_restarted_node_with_the_mark_resumes_rebuilding() {
+        let boot = Boot {
+            delivered: vc(&[1, 1, 1]),
+            log: ReplicationLog::starting_after(&vc(&[1, 1, 1])),
+            fresh: false,
+            rebuilding: true,
+        };
+        let (mut node, effects) = Node::<RequestId>::new(config(2, 3), boot);
+        assert!(!effects.contains(&Effect::Ready));
+        let refused = node.step(put(1, "b", None));
+        assert!(
+            matches!(refused[0], Effect::Refused { .. }),
+            "never stamps 1:1:2"
+        );
+    }
+
+    #[test]
+    fn writes_a_snapshot_covers_are_dropped_and_the_log_continues_after_it() {
+        let (mut node, _) = Node::<RequestId>::new(config(2, 3), Boot::empty(3));
+        node.step(acked(0, &[0, 3, 0], &[0, 3, 0]));
+        let snapshot = Snapshot {
+            delivered: vc(&[0, 3, 0]),
+            entries: vec![],
+        };
+        let group = persist_of(&node.step(Input::Snapshot { from: 0, snapshot }));
+        // The buffer, not yet told of the snapshot, delivers writes 1:1..1:4.
+        let writes = (1..=4).map(|s| w(1, &[0, s, 0], "k", "v")).collect();
+        let effects = node.step(Input::Deliver { writes });
+        assert!(
+            effects.iter().all(|e| !matches!(e, Effect::Halt { .. })),
+            "{effects:?}"
+        );
+        assert_eq!(node.counters().covered, 3);
+        settle(&mut node, Input::Persisted(group));
+        let next = settle(&mut node, acked(1, &[0, 4, 0], &[0, 4, 0]));
+        assert!(
+            next.iter().all(|e| !matches!(e, Effect::Halt { .. })),
+            "{next:?}"
+        );
+        let (batch, _) = node.read_batch(&Plan {
+            ranges: vec![(1, 0, 4)],
+            max: 10,
+            drop: false,
+        });
+        assert_eq!(batch.iter().map(|w| w.seq).collect::<Vec<_>>(), [4]);
+    }
+
+    #[test]
+    fn a_dependency_missing_or_an_unknown_group_halts_the_node() {
+        let mut node = ready_node(0, 3);
+        let effects = node.step(Input::Deliver {
+            writes: vec![w(1, &[0, 1, 2], "x", "a")],
+        });
+        assert!(matches!(&effects[0], Effect::Halt { reason } if reason.contains("dependency")));
+        let mut node = ready_node(0, 3);
+        let mut group = persist_of(&node.step(put(1, "x", None)));
+        group.id += 1;
+        let effects = node.step(Input::Persisted(group));
+        assert!(matches!(&effects[0], Effect::Halt { reason } if reason.contains("not the one")));
+    }
+
+    fn version(origin: usize, vc: &[u64]) -> Versioned {
+        Versioned {
+            value: "v".into(),
+            vc: VClock::from_vec(vc.to_vec()),
+            origin,
+        }
+    }
+
+    #[test]
+    fn a_snapshot_must_fit_the_cluster() {
+        let ok = Snapshot {
+            delivered: VClock::from_vec(vec![2, 1, 0]),
+            entries: vec![("x".into(), version(0, &[2, 1, 0]))],
+        };
+        assert!(ok.validate(3).is_ok());
+        assert!(ok.validate(2).is_err(), "clock of another cluster size");
+        let mut beyond = ok.clone();
+        beyond.entries.push(("y".into(), version(1, &[0, 2, 0])));
+        assert!(
+            beyond.validate(3).is_err(),
+            "version beyond the snapshot clock"
+        );
+        let mut short = ok.clone();
+        short.entries.push(("y".into(), version(0, &[1, 0])));
+        assert!(short.validate(3).is_err(), "version clock too short");
+        let mut stranger = ok;
+        stranger.entries.push(("y".into(), version(7, &[1, 0, 0])));
+        assert!(stranger.validate(3).is_err(), "origin outside the cluster");
+    }
 }
