@@ -227,16 +227,15 @@ fn dir_bytes(dir: &std::path::Path) -> u64 {
         .unwrap_or(0)
 }
 
+/// Waits until every node answers `/ready` (a new cluster's nodes first
+/// hear from each other).
 async fn wait_serving(urls: &[String]) -> Result<(), String> {
     let client = KvClient::new(Duration::from_secs(5));
-    let deadline = Instant::now() + Duration::from_secs(20);
     for url in urls {
-        while client.status_of(url, false).await.is_err() {
-            if Instant::now() > deadline {
-                return Err(format!("{url} did not start"));
-            }
-            actix_rt::time::sleep(Duration::from_millis(50)).await;
-        }
+        client
+            .await_ready(url, Duration::from_secs(20))
+            .await
+            .map_err(|e| e.to_string())?;
     }
     Ok(())
 }

@@ -259,11 +259,22 @@ enum Phase {
         heard: Vec<bool>,
         /// The highest sequence number of ours that any peer reports.
         own_floor: u64,
-        /// The peer whose snapshot was asked for.
-        snapshot_from: Option<NodeId>,
+        snapshot: SnapshotWait,
     },
     /// Rebuilt in memory; the commit that clears the mark is pending.
     Ending,
+}
+
+/// A rebuilding node's snapshot: needed once a peer is found ahead of it,
+/// and then a condition of the end of the rebuild (or the node would serve
+/// an empty store, and miss whatever its peers have trimmed).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SnapshotWait {
+    /// No peer has shown writes the node lacks.
+    NotNeeded,
+    /// Asked from this peer, not installed yet.
+    Asked(NodeId),
+    Installed,
 }
 
 /// The group being persisted.
@@ -364,7 +375,7 @@ impl<R> Node<R> {
             Phase::Rebuilding {
                 heard,
                 own_floor: 0,
-                snapshot_from: None,
+                snapshot: SnapshotWait::NotNeeded,
             }
         } else {
             Phase::Ready
@@ -470,7 +481,9 @@ impl<R> Node<R> {
             Phase::Ready => None,
             Phase::Ending => Some("recording the end of its rebuild on disk".into()),
             Phase::Rebuilding {
-                heard, own_floor, ..
+                heard,
+                own_floor,
+                snapshot,
             } => {
                 let silent: Vec<String> = heard
                     .iter()
@@ -483,6 +496,10 @@ impl<R> Node<R> {
                     format!(
                         "rebuilding (it started without its data): waiting to hear from peer(s) {}",
                         silent.join(", ")
+                    )
+                } else if let SnapshotWait::Asked(peer) = snapshot {
+                    format!(
+                        "rebuilding (it started without its data): waiting for the snapshot of peer {peer}"
                     )
                 } else {
                     format!(
@@ -665,15 +682,15 @@ impl<R> Node<R> {
         if let Phase::Rebuilding {
             heard,
             own_floor,
-            snapshot_from,
+            snapshot,
         } = &mut self.phase
         {
             heard[peer] = true;
             *own_floor = (*own_floor).max(received.get(me)).max(delivered.get(me));
-            if snapshot_from.is_none() && !delivered.le(&self.delivered) {
+            if *snapshot == SnapshotWait::NotNeeded && !delivered.le(&self.delivered) {
                 // This peer has history we lack: take its snapshot rather
                 // than wait for writes it may already have trimmed.
-                *snapshot_from = Some(peer);
+                *snapshot = SnapshotWait::Asked(peer);
                 self.effects.push(Effect::FetchSnapshot { peer });
             }
         }
@@ -697,13 +714,14 @@ impl<R> Node<R> {
     }
 
     fn install(&mut self, from: NodeId, snapshot: Snapshot) {
-        let asked =
-            matches!(self.phase, Phase::Rebuilding { snapshot_from: Some(p), .. } if p == from);
-        if !asked || snapshot.validate(self.config.n).is_err() {
-            // Late (the rebuild ended meanwhile), unasked, or not of this
-            // cluster.
+        let Phase::Rebuilding { snapshot: wait, .. } = &mut self.phase else {
+            return;
+        };
+        if *wait != SnapshotWait::Asked(from) || snapshot.validate(self.config.n).is_err() {
+            // Unasked, already installed, or not of this cluster.
             return;
         }
+        *wait = SnapshotWait::Installed;
         self.delivered.merge(&snapshot.delivered);
         self.snapshot_floor.merge(&snapshot.delivered);
         match &mut self.open.snapshot {
@@ -719,10 +737,15 @@ impl<R> Node<R> {
 
     fn check_rebuilt(&mut self) {
         if let Phase::Rebuilding {
-            heard, own_floor, ..
+            heard,
+            own_floor,
+            snapshot,
         } = &self.phase
         {
-            if heard.iter().all(|h| *h) && self.delivered.get(self.config.me) >= *own_floor {
+            if heard.iter().all(|h| *h)
+                && self.delivered.get(self.config.me) >= *own_floor
+                && !matches!(snapshot, SnapshotWait::Asked(_))
+            {
                 self.phase = Phase::Ending;
             }
         }
@@ -1201,5 +1224,23 @@ mod tests {
         let mut stranger = ok;
         stranger.entries.push(("y".into(), version(7, &[1, 0, 0])));
         assert!(stranger.validate(3).is_err(), "origin outside the cluster");
+    }
+
+    #[test]
+    fn a_rebuild_waits_for_the_snapshot_it_asked_for() {
+        let (mut node, _) = Node::<RequestId>::new(config(2, 3), Boot::empty(3));
+        // Peer 0 has history; none of it is ours.
+        let ask = node.step(acked(0, &[5, 5, 0], &[5, 5, 0]));
+        assert!(ask.contains(&Effect::FetchSnapshot { peer: 0 }));
+        let heard = settle(&mut node, acked(1, &[5, 5, 0], &[5, 5, 0]));
+        assert!(!heard.contains(&Effect::Ready), "{heard:?}");
+        assert!(node.not_ready().unwrap().contains("snapshot of peer 0"));
+        let snapshot = Snapshot {
+            delivered: vc(&[5, 5, 0]),
+            entries: vec![],
+        };
+        let done = settle(&mut node, Input::Snapshot { from: 0, snapshot });
+        assert!(done.contains(&Effect::Ready), "{done:?}");
+        assert_eq!(node.durable(), &vc(&[5, 5, 0]));
     }
 }
