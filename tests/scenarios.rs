@@ -314,7 +314,7 @@ scenarios!(
     relay_on_stale_acks,
     snapshot_leaves_a_gap,
     trim_at_stability,
-    wiped_node_drops_its_snapshot,
+    wiped_node_waits_for_its_snapshot,
     wiped_node_rejoins,
 );
 

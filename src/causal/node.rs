@@ -695,8 +695,9 @@ impl<R> Node<R> {
             }
         }
         self.peer_delivered[peer] = delivered;
-        // Causally stable: delivered by every node, ourselves included.
-        let mut stable = self.delivered.clone();
+        // Causally stable: durably delivered by every node, ourselves
+        // included (the log holds only durable writes).
+        let mut stable = self.durable.clone();
         for (k, clock) in self.peer_delivered.iter().enumerate() {
             if k != me {
                 for i in 0..stable.len() {

@@ -137,7 +137,11 @@ impl ReplicatorActor {
                 }
                 self.update_backlog();
                 // More may have accumulated while the request was in flight.
-                self.pump(ctx);
+                // An empty batch (a heartbeat, or writes the log no longer
+                // holds) waits for the timer instead, or it would spin.
+                if sent > 0 {
+                    self.pump(ctx);
+                }
             }
             Err(e) => {
                 self.metrics.record_batch(&self.peer_label, "error", 0);

@@ -80,10 +80,16 @@ pub fn start_node(config: &KvConfig) -> Result<KvNode> {
         metrics.clone(),
     )
     .start();
+    // A stream judges a peer's lag by its last ack, which an idle stream
+    // refreshes once per heartbeat: a heartbeat at least as long as the
+    // relay delay would relay writes the peer already has (see the
+    // `relay_on_stale_acks` scenario).
+    let defaults = StreamConfig::default();
     let stream_config = StreamConfig {
         max_batch: config.replication_batch,
         relay_after_ms: config.relay_after_ms,
-        ..StreamConfig::default()
+        heartbeat_ms: defaults.heartbeat_ms.min(config.relay_after_ms / 2).max(10),
+        ..defaults
     };
     let link = ClockLink {
         read: clock.clone().recipient(),
