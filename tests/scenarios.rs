@@ -479,25 +479,8 @@ impl Disk {
             store.restore(k, v.clone());
         }
         store.set_applied(delivered.clone());
-        let mut start = delivered.clone();
-        let mut kept: Vec<Vec<Write>> = vec![Vec::new(); n];
-        for w in self.log.values() {
-            kept[w.origin].push(w.clone());
-        }
-        for (k, run) in kept.iter_mut().enumerate() {
-            let mut expect = delivered.get(k);
-            let mut first = run.len();
-            while first > 0 && run[first - 1].seq == expect {
-                first -= 1;
-                expect -= 1;
-            }
-            run.drain(..first);
-            start.set(k, expect);
-        }
-        let mut log = ReplicationLog::starting_after(&start);
-        for w in kept.into_iter().flatten() {
-            assert!(log.append(w), "the recovered log is contiguous");
-        }
+        let writes = self.log.values().cloned().collect();
+        let log = ReplicationLog::recover(delivered, writes).expect("a recoverable log");
         let boot = Boot {
             delivered: delivered.clone(),
             log,
@@ -705,6 +688,15 @@ impl Sim {
         Ok(id)
     }
 
+    /// The node a command names, or every node when it names none.
+    fn targets(&self, nodes: &[&str]) -> Res<Vec<NodeId>> {
+        match nodes {
+            [] => Ok((0..self.n()).collect()),
+            [node] => Ok(vec![self.node_id(node)?]),
+            _ => Err("at most one node".into()),
+        }
+    }
+
     fn up(&self, id: NodeId) -> bool {
         self.slots[id].running.is_some()
     }
@@ -748,15 +740,10 @@ impl Sim {
                 self.step(id, Input::Flush { id: request }, out);
                 Ok(())
             }
-            ("replicate", []) => {
-                for id in 0..self.n() {
+            ("replicate", nodes @ ([] | [_])) => {
+                for id in self.targets(nodes)? {
                     self.replicate(id, out);
                 }
-                Ok(())
-            }
-            ("replicate", [node]) => {
-                let id = self.node_id(node)?;
-                self.replicate(id, out);
                 Ok(())
             }
             ("deliver", _) => {
@@ -846,15 +833,10 @@ impl Sim {
                 self.advance(num(ms)?, out);
                 Ok(())
             }
-            ("status", []) => {
-                for id in 0..self.n() {
+            ("status", nodes @ ([] | [_])) => {
+                for id in self.targets(nodes)? {
                     self.status(id, out);
                 }
-                Ok(())
-            }
-            ("status", [node]) => {
-                let id = self.node_id(node)?;
-                self.status(id, out);
                 Ok(())
             }
             ("converged", []) => {

@@ -16,6 +16,7 @@ use std::collections::VecDeque;
 
 use super::vclock::VClock;
 use super::write::{NodeId, Write};
+use crate::error::{Error, Result};
 
 #[derive(Debug, Clone)]
 struct OriginLog {
@@ -48,6 +49,42 @@ impl ReplicationLog {
                 .collect(),
             len: 0,
         }
+    }
+
+    /// The log a node recovers from disk: per origin, the run of `writes`
+    /// (in sequence order) that ends at `delivered`. Older entries cut off
+    /// from it by a snapshot, which jumped the clock past them, are dropped:
+    /// the snapshot's peer has them. An entry beyond `delivered` is an error.
+    pub fn recover(delivered: &VClock, writes: Vec<Write>) -> Result<ReplicationLog> {
+        let n = delivered.len();
+        let mut runs: Vec<Vec<Write>> = (0..n).map(|_| Vec::new()).collect();
+        for w in writes {
+            if w.origin >= n || w.seq > delivered.get(w.origin) {
+                return Err(Error::internal(format!(
+                    "log entry {}:{} is beyond the delivered clock [{delivered}]",
+                    w.origin, w.seq
+                )));
+            }
+            runs[w.origin].push(w);
+        }
+        let mut start = delivered.clone();
+        for (k, run) in runs.iter_mut().enumerate() {
+            let mut expect = delivered.get(k);
+            let mut first = run.len();
+            while first > 0 && run[first - 1].seq == expect {
+                first -= 1;
+                expect -= 1;
+            }
+            run.drain(..first);
+            start.set(k, expect);
+        }
+        let mut log = ReplicationLog::starting_after(&start);
+        for w in runs.into_iter().flatten() {
+            if !log.append(w) {
+                return Err(Error::internal("replication log has a gap"));
+            }
+        }
+        Ok(log)
     }
 
     /// Appends a delivered write. Writes of one origin must arrive in
@@ -190,5 +227,16 @@ mod tests {
         assert_eq!(log.len(), 3, "origin 0 kept, origin 1 skipped");
         assert!(log.append(w(1, 11)));
         assert!(log.append(w(0, 4)));
+    }
+
+    #[test]
+    fn a_recovered_log_is_the_run_ending_at_the_clock() {
+        // Origin 0: 1, 2, then a snapshot jumped to 5, then 6 and 7.
+        let writes = [1, 2, 6, 7].map(|seq| w(0, seq)).to_vec();
+        let log = ReplicationLog::recover(&VClock::from_vec(vec![7, 0]), writes).unwrap();
+        assert_eq!(log.len(), 2);
+        assert_eq!(log.first_available(0), 6);
+        let beyond = vec![w(1, 3)];
+        assert!(ReplicationLog::recover(&VClock::from_vec(vec![0, 2]), beyond).is_err());
     }
 }

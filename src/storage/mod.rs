@@ -339,36 +339,8 @@ fn recover(db: &Database, me: NodeId, n: usize) -> Result<Recovered> {
                     .map_err(|e| Error::internal(format!("storage: bad log entry: {e}")))?,
             );
         }
-        // Per origin, the run of writes ending at the delivered clock. Older
-        // entries cut off from it by a snapshot (which jumped the clock past
-        // them) are no longer needed: the snapshot's peer has them.
-        let mut start = delivered.clone();
-        let mut kept: Vec<Vec<Write>> = (0..n).map(|_| Vec::new()).collect();
-        for w in writes {
-            if w.origin >= n || w.seq > delivered.get(w.origin) {
-                return Err(Error::internal(format!(
-                    "storage: log entry {}:{} is beyond the delivered clock [{delivered}]",
-                    w.origin, w.seq
-                )));
-            }
-            kept[w.origin].push(w);
-        }
-        for (k, run) in kept.iter_mut().enumerate() {
-            let mut expect = delivered.get(k);
-            let mut first = run.len();
-            while first > 0 && run[first - 1].seq == expect {
-                first -= 1;
-                expect -= 1;
-            }
-            run.drain(..first);
-            start.set(k, expect);
-        }
-        let mut log = ReplicationLog::starting_after(&start);
-        for w in kept.into_iter().flatten() {
-            if !log.append(w) {
-                return Err(Error::internal("storage: replication log has a gap"));
-            }
-        }
+        let log = ReplicationLog::recover(&delivered, writes)
+            .map_err(|e| Error::internal(format!("storage: {e}")))?;
         Ok(Recovered {
             store,
             boot: Boot {
