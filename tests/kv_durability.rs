@@ -387,3 +387,42 @@ async fn a_wiped_node_that_crashes_after_its_snapshot_never_reuses_a_sequence_nu
         "the session that wrote a3 reads it"
     );
 }
+
+/// `CLUSTER_SECRET_FILE`: the secret is read from a file (as Docker and
+/// Kubernetes mount secrets), works for peer traffic, and never reaches the
+/// log, even at `debug`.
+#[actix_rt::test]
+async fn the_cluster_secret_can_come_from_a_file_and_is_never_logged() {
+    let mut procs = Procs::start(2);
+    let client = KvClient::new(Duration::from_secs(10));
+    procs.kill(1);
+    let secret_file = procs.root.join("secret");
+    std::fs::create_dir_all(&procs.root).unwrap();
+    std::fs::write(&secret_file, format!("{}\n", kv_support::SECRET)).unwrap();
+    let peers = format!("0={},1={}", procs.url(0), procs.url(1));
+    let log = procs.root.join("node1.log");
+    let child = Command::new(env!("CARGO_BIN_EXE_kv_node"))
+        .env("NODE_ID", "1")
+        .env("PEERS", peers)
+        .env("LISTEN_ADDR", format!("127.0.0.1:{}", procs.ports[1]))
+        .env("DATA_DIR", procs.root.join("node1"))
+        .env("CLUSTER_SECRET_FILE", &secret_file)
+        .env("RUST_LOG", "debug")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .expect("kv_node starts");
+    procs.children[1] = Some(child);
+    // Replication in both directions needs the same secret on both nodes.
+    procs.wait_serving(&client, 1).await;
+    let a = client.put(&procs.url(1), "k", "v", None).await.unwrap();
+    assert_eq!(a.status, 200, "{:?}", a.body);
+    procs.wait_converged(&client).await;
+    procs.kill(1);
+    let logged = std::fs::read_to_string(&log).unwrap();
+    assert!(logged.contains("kv_node starting"), "the log was captured");
+    assert!(
+        !logged.contains(kv_support::SECRET),
+        "the secret was logged"
+    );
+}

@@ -46,6 +46,44 @@ where
         .map_err(|e| Error::config(format!("{name}={raw:?} is invalid: {e}")))
 }
 
+/// A secret from `NAME` or, for orchestrators that mount secrets as files
+/// (Docker and Kubernetes secrets), from the file `NAME_FILE` names (one
+/// trailing newline dropped). Setting both is an error; so is an empty or
+/// unreadable file. The value itself never appears in a message.
+pub fn secret(name: &str) -> Result<Option<String>> {
+    secret_from(name, var)
+}
+
+fn secret_from(name: &str, lookup: impl Fn(&str) -> Option<String>) -> Result<Option<String>> {
+    let file_var = format!("{name}_FILE");
+    match (lookup(name), lookup(&file_var)) {
+        (Some(_), Some(_)) => Err(Error::config(format!("set {name} or {file_var}, not both"))),
+        (Some(value), None) => Ok(Some(value)),
+        (None, None) => Ok(None),
+        (None, Some(path)) => {
+            let raw = std::fs::read_to_string(&path)
+                .map_err(|e| Error::config(format!("{file_var}={path:?} cannot be read: {e}")))?;
+            let value = raw.strip_suffix('\n').unwrap_or(&raw);
+            let value = value.strip_suffix('\r').unwrap_or(value);
+            if value.is_empty() {
+                return Err(Error::config(format!("{file_var}={path:?} is empty")));
+            }
+            Ok(Some(value.to_string()))
+        }
+    }
+}
+
+/// This machine's host name (in a container: the container's, which tells
+/// the replicas of one service apart), if it can be read.
+pub fn host_name() -> Option<String> {
+    var("HOSTNAME").or_else(|| {
+        std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .ok()
+            .map(|h| h.trim().to_string())
+            .filter(|h| !h.is_empty())
+    })
+}
+
 /// Initialises `env_logger` with a default filter of `info`.
 pub fn init_logging() {
     let env = env_logger::Env::default().default_filter_or("info");
@@ -61,6 +99,37 @@ mod tests {
     fn parse_errors_name_the_variable() {
         let err = parse_value::<u32>("POLL_INTERVAL_MS", "soon").unwrap_err();
         assert!(err.to_string().contains("POLL_INTERVAL_MS"), "{err}");
+    }
+
+    #[test]
+    fn a_secret_comes_from_the_variable_or_its_file_never_both() {
+        let path =
+            std::env::temp_dir().join(format!("causal-grid-secret-{}", rand::random::<u64>()));
+        std::fs::write(&path, "s3cret\n").unwrap();
+        let file = path.to_string_lossy().into_owned();
+        let env = |pairs: Vec<(&'static str, String)>| {
+            move |k: &str| pairs.iter().find(|(n, _)| *n == k).map(|(_, v)| v.clone())
+        };
+        let from_file = secret_from("S", env(vec![("S_FILE", file.clone())])).unwrap();
+        assert_eq!(
+            from_file.as_deref(),
+            Some("s3cret"),
+            "trailing newline dropped"
+        );
+        let direct = secret_from("S", env(vec![("S", "x".into())])).unwrap();
+        assert_eq!(direct.as_deref(), Some("x"));
+        assert_eq!(secret_from("S", env(vec![])).unwrap(), None);
+        let both = secret_from("S", env(vec![("S", "x".into()), ("S_FILE", file.clone())]));
+        let err = both.unwrap_err().to_string();
+        assert!(err.contains("not both") && !err.contains("s3cret"), "{err}");
+        let missing = secret_from("S", env(vec![("S_FILE", "/nonexistent/secret".into())]));
+        assert!(missing.unwrap_err().to_string().contains("S_FILE"));
+        std::fs::write(&path, "\n").unwrap();
+        assert!(
+            secret_from("S", env(vec![("S_FILE", file)])).is_err(),
+            "empty"
+        );
+        let _ = std::fs::remove_file(&path);
     }
 
     #[test]

@@ -21,7 +21,8 @@ use crate::metrics::HttpMetrics;
 /// Configuration of one substation.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SubstationConfig {
-    /// `SUBSTATION_ID`, default `substation1`: the `substation` metric label.
+    /// `SUBSTATION_ID`, default the host name (so the replicas of one
+    /// service are told apart), else `substation1`: the `substation` label.
     pub id: String,
     /// `LISTEN_ADDR`, default `0.0.0.0:8000`.
     pub listen_addr: String,
@@ -35,7 +36,9 @@ impl SubstationConfig {
     /// Reads and checks the environment.
     pub fn from_env() -> Result<Self> {
         let cfg = SubstationConfig {
-            id: env::var("SUBSTATION_ID").unwrap_or_else(|| "substation1".into()),
+            id: env::var("SUBSTATION_ID")
+                .or_else(env::host_name)
+                .unwrap_or_else(|| "substation1".into()),
             listen_addr: env::parse_or("LISTEN_ADDR", "0.0.0.0:8000".to_string())?,
             capacity_kw: env::parse_or("CAPACITY_KW", 500.0)?,
             time_scale: env::parse_or("TIME_SCALE", 120.0)?,

@@ -4,7 +4,7 @@
 //! message naming the variable.
 
 use crate::error::{Error, Result};
-use crate::service::env::{parse_or, required, var};
+use crate::service::env::{parse_or, required, secret};
 
 /// Configuration of a `kv_node`.
 ///
@@ -117,7 +117,8 @@ impl KvConfig {
     /// | `PEERS` | `ID=URL` for every node, this one included | required |
     /// | `LISTEN_ADDR` | address to listen on | `0.0.0.0:5000` |
     /// | `DATA_DIR` | where the node keeps its state | `data/node<NODE_ID>` |
-    /// | `CLUSTER_SECRET` | shared secret for peer and admin traffic | required |
+    /// | `CLUSTER_SECRET` | shared secret for peer and admin traffic | required, or: |
+    /// | `CLUSTER_SECRET_FILE` | a file holding it (a Docker or Kubernetes secret) | |
     /// | `MAX_KEY_BYTES` | longest key | 1024 |
     /// | `MAX_VALUE_BYTES` | longest value (413 past it) | 1048576 |
     /// | `CAUSAL_WAIT_TIMEOUT_MS` | how long a request waits for its `Causal-Context` | 5000 |
@@ -130,9 +131,9 @@ impl KvConfig {
     pub fn from_env() -> Result<Self> {
         let node_id: usize = required("NODE_ID")?;
         let peers = parse_peers(&required::<String>("PEERS")?)?;
-        let cluster_secret = var("CLUSTER_SECRET").ok_or_else(|| {
+        let cluster_secret = secret("CLUSTER_SECRET")?.ok_or_else(|| {
             Error::config(
-                "CLUSTER_SECRET is required: set the same secret on every node (it authenticates node-to-node traffic)",
+                "CLUSTER_SECRET (or CLUSTER_SECRET_FILE) is required: set the same secret on every node (it authenticates node-to-node traffic)",
             )
         })?;
         let d = KvConfig::new(node_id, peers, cluster_secret);
