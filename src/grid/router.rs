@@ -136,6 +136,25 @@ struct View {
     // When a forward last failed to connect: a poll sent before then says
     // nothing about whether the substation is back.
     down_at: f64,
+    // Its address left (DNS): no traffic, nothing tracked, until it rejoins.
+    retired: bool,
+}
+
+impl View {
+    fn new(name: String) -> View {
+        View {
+            name,
+            sample: None,
+            healthy: false,
+            live: BinaryHeap::new(),
+            ended: Vec::new(),
+            delta_w: 0.0,
+            reserved_w: 0.0,
+            inflight: 0,
+            down_at: f64::NEG_INFINITY,
+            retired: false,
+        }
+    }
 }
 
 impl View {
@@ -210,20 +229,7 @@ impl Router {
     /// A router over `names` (initial display names; index = position).
     /// Nothing is routable until its first successful `observe`.
     pub fn new(names: Vec<String>, cfg: RouterConfig, seed: u64) -> Self {
-        let views = names
-            .into_iter()
-            .map(|name| View {
-                name,
-                sample: None,
-                healthy: false,
-                live: BinaryHeap::new(),
-                ended: Vec::new(),
-                delta_w: 0.0,
-                reserved_w: 0.0,
-                inflight: 0,
-                down_at: f64::NEG_INFINITY,
-            })
-            .collect();
+        let views = names.into_iter().map(View::new).collect();
         Router {
             views,
             cfg,
@@ -247,6 +253,38 @@ impl Router {
         &self.views[index].name
     }
 
+    /// Adds a substation (an address that joined); it is routable after its
+    /// first successful `observe`. Returns its index.
+    pub fn add(&mut self, name: String) -> usize {
+        self.views.push(View::new(name));
+        self.views.len() - 1
+    }
+
+    /// Substation `index` left (its address is gone): it gets no traffic,
+    /// and its sample, reservations and booked sessions are forgotten, so
+    /// nothing stale counts against it if it comes back.
+    pub fn retire(&mut self, index: usize) {
+        let name = std::mem::take(&mut self.views[index].name);
+        self.views[index] = View::new(name);
+        self.views[index].retired = true;
+    }
+
+    /// A retired substation's address is back: routable after its next
+    /// successful `observe`.
+    pub fn rejoin(&mut self, index: usize) {
+        self.views[index].retired = false;
+    }
+
+    /// Sets the display name of `index` (until its metrics give one).
+    pub fn set_name(&mut self, index: usize, name: String) {
+        self.views[index].name = name;
+    }
+
+    /// Whether substation `index` has left.
+    pub fn is_retired(&self, index: usize) -> bool {
+        self.views[index].retired
+    }
+
     /// Whether substation `index` may receive traffic.
     pub fn is_healthy(&self, index: usize) -> bool {
         self.views[index].healthy && self.views[index].sample.is_some()
@@ -258,6 +296,10 @@ impl Router {
     /// answer arriving late must not re-admit a substation that just died).
     pub fn observe(&mut self, index: usize, sample: &LoadSample, at: f64, now: f64) {
         let v = &mut self.views[index];
+        if v.retired {
+            // A late answer from an address that has left.
+            return;
+        }
         if let Some(prev) = v.sample {
             // A poll answered out of order must not roll the view back.
             if at < prev.at {
@@ -349,7 +391,7 @@ impl Router {
     /// The substation admitted the session (admission number `seq`, if it
     /// reports one); it ends `ends_in_s` after `now`.
     pub fn confirm(&mut self, ticket: &Ticket, ends_in_s: f64, seq: Option<u64>, now: f64) {
-        let track = self.cfg.track_ends;
+        let track = self.cfg.track_ends && !self.views[ticket.index].retired;
         let v = self.release(ticket);
         // A poll that raced with this request may already include it.
         let in_sample = v.sample.is_some_and(|s| s.counts(ticket.at, seq));
@@ -632,5 +674,41 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn a_substation_that_leaves_gets_no_traffic_and_returns_afresh() {
+        let mut r = Router::new(vec!["a".into()], RouterConfig::default(), 1);
+        let b = r.add("b".into());
+        assert_eq!(b, 1);
+        let sample = |power_w| LoadSample {
+            substation: String::new(),
+            power_w,
+            capacity_w: 100.0,
+            sessions: None,
+            started: None,
+        };
+        r.observe(0, &sample(90.0), 0.0, 0.0);
+        assert!(
+            r.reserve(20.0, &[], 0.0).is_none(),
+            "b is not routable before a poll"
+        );
+        r.observe(b, &sample(0.0), 0.0, 0.0);
+        let t = r.reserve(20.0, &[], 0.0).unwrap();
+        assert_eq!(t.index, b);
+        r.confirm(&t, 100.0, None, 0.0);
+        r.retire(b);
+        assert!(r.is_retired(b) && !r.is_healthy(b));
+        assert!(r.reserve(5.0, &[], 1.0).is_some_and(|t| t.index == 0));
+        r.observe(b, &sample(0.0), 2.0, 2.0);
+        assert!(!r.is_healthy(b), "a late poll does not bring it back");
+        r.rejoin(b);
+        r.observe(b, &sample(0.0), 3.0, 3.0);
+        assert_eq!(
+            r.status(3.0)[b].tracked_sessions,
+            0,
+            "its old sessions are forgotten"
+        );
+        assert_eq!(r.estimated_utilization(b), Some(0.0));
     }
 }

@@ -12,6 +12,7 @@ use super::env;
 use super::server::{spawn_server, Running};
 use crate::actors::grid::messages::PollTiming;
 use crate::actors::grid::metrics::BalancerMetrics;
+use crate::actors::grid::poller::{system_resolver, Discovery, DnsSource, Resolver};
 use crate::actors::grid::{LoadPollerActor, RouterActor};
 use crate::error::{Error, Result};
 use crate::http::error::{json_config, not_found};
@@ -31,7 +32,10 @@ pub const FORWARD_TIMEOUT: Duration = Duration::from_millis(1000);
 pub struct BalancerConfig {
     /// `LISTEN_ADDR`, default `0.0.0.0:7000`.
     pub listen_addr: String,
-    /// `SUBSTATIONS`, required: comma-separated base URLs.
+    /// `SUBSTATIONS`, required: comma-separated base URLs
+    /// (`http://host:port`) or DNS names (`dns+http://name:port`: every
+    /// address of the name is a substation on that port, resolved again at
+    /// every poll).
     pub substations: Vec<String>,
     /// `POLL_INTERVAL_MS`, default 1000.
     pub poll_interval: Duration,
@@ -50,13 +54,47 @@ pub fn parse_substations(raw: &str) -> Result<Vec<String>> {
         return Err(Error::config("SUBSTATIONS lists no URL"));
     }
     for u in &urls {
-        if !u.starts_with("http://") {
+        if let Some(rest) = u.strip_prefix("dns+http://") {
+            dns_source(rest)
+                .map_err(|why| Error::config(format!("SUBSTATIONS entry {u:?}: {why}")))?;
+        } else if !u.starts_with("http://") {
             return Err(Error::config(format!(
-                "SUBSTATIONS entry {u:?} must start with http://"
+                "SUBSTATIONS entry {u:?} must start with http:// or dns+http://"
             )));
         }
     }
     Ok(urls)
+}
+
+/// `name:port` of a `dns+http://` entry.
+fn dns_source(rest: &str) -> std::result::Result<DnsSource, String> {
+    let (host, port) = rest
+        .rsplit_once(':')
+        .ok_or("a DNS name needs a port, e.g. dns+http://tasks.substation:8000")?;
+    let port = port
+        .parse::<u16>()
+        .map_err(|e| format!("bad port {port:?}: {e}"))?;
+    if host.is_empty() || host.contains('/') {
+        return Err(format!("bad host name {host:?}"));
+    }
+    Ok(DnsSource {
+        host: host.to_string(),
+        port,
+    })
+}
+
+/// Splits `SUBSTATIONS` entries into listed URLs and DNS sources.
+fn split_substations(entries: &[String]) -> (Vec<String>, Vec<DnsSource>) {
+    let mut listed = Vec::new();
+    let mut dns = Vec::new();
+    for e in entries {
+        match e.strip_prefix("dns+http://").map(dns_source) {
+            Some(Ok(src)) => dns.push(src),
+            Some(Err(_)) => {} // refused by `parse_substations`
+            None => listed.push(e.clone()),
+        }
+    }
+    (listed, dns)
 }
 
 impl BalancerConfig {
@@ -91,12 +129,23 @@ impl BalancerConfig {
 
 /// Starts the balancer (inside a running actix System).
 pub fn start(cfg: BalancerConfig, signals: bool) -> Result<Running> {
+    start_with_resolver(cfg, signals, system_resolver())
+}
+
+/// Like `start`, resolving `dns+http://` names with `resolver` (tests make
+/// substations join and leave with it).
+pub fn start_with_resolver(
+    cfg: BalancerConfig,
+    signals: bool,
+    resolver: Resolver,
+) -> Result<Running> {
+    let (listed, sources) = split_substations(&cfg.substations);
     let registry = Registry::new();
     let metrics = BalancerMetrics::new(&registry)?;
     let http_metrics = HttpMetrics::new(&registry, "lb")?;
     let seed = cfg.seed.unwrap_or_else(rand::random);
     let router = RouterActor::new(
-        cfg.substations.clone(),
+        listed.clone(),
         build_client(CONNECT_TIMEOUT, FORWARD_TIMEOUT),
         metrics.clone(),
         cfg.poll_interval,
@@ -108,13 +157,19 @@ pub fn start(cfg: BalancerConfig, signals: bool) -> Result<Running> {
         timeout: cfg.poll_timeout(),
     };
     LoadPollerActor::new(
-        &cfg.substations,
+        &listed,
         build_client(CONNECT_TIMEOUT, timing.timeout),
         router.clone().recipient(),
         router.clone().recipient(),
         timing,
         metrics,
     )
+    .with_discovery(Discovery {
+        sources,
+        resolver,
+        joined: router.clone().recipient(),
+        left: router.clone().recipient(),
+    })
     .start();
     let router = web::Data::new(router);
     let registry = web::Data::new(registry);
@@ -129,7 +184,7 @@ pub fn start(cfg: BalancerConfig, signals: bool) -> Result<Running> {
     });
     let running = spawn_server(server, &cfg.listen_addr, signals)?;
     log::info!(
-        "load balancer listening on {} over {} substations",
+        "load balancer listening on {} over {} SUBSTATIONS entries",
         running.addr,
         cfg.substations.len()
     );
@@ -148,6 +203,24 @@ mod tests {
         );
         assert!(parse_substations(" , ").is_err());
         assert!(parse_substations("a:1").is_err());
+        let both = parse_substations("http://a:1,dns+http://tasks.substation:8000").unwrap();
+        let (listed, dns) = split_substations(&both);
+        assert_eq!(listed, vec!["http://a:1".to_string()]);
+        assert_eq!(
+            dns,
+            vec![DnsSource {
+                host: "tasks.substation".into(),
+                port: 8000
+            }]
+        );
+        for bad in [
+            "dns+http://name",
+            "dns+http://:80",
+            "dns+http://n:port",
+            "dns+http://a/b:1",
+        ] {
+            assert!(parse_substations(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -25,6 +25,25 @@ pub struct StartCharge(pub ValidRequest);
 #[rtype(result = "()")]
 pub struct RefreshMetrics;
 
+/// A substation found by DNS answered its first poll: it joins as `index`
+/// (a new index, or the one it had before it left). Sent by
+/// `LoadPollerActor` to `RouterActor`, just before that poll's `LoadSampled`.
+#[derive(Message, Debug, Clone)]
+#[rtype(result = "()")]
+pub struct Joined {
+    pub index: usize,
+    /// Its base URL, e.g. `http://10.0.1.7:8000`.
+    pub url: String,
+}
+
+/// Substation `index`'s address is no longer in DNS: it leaves. Sent by
+/// `LoadPollerActor` to `RouterActor`.
+#[derive(Message, Debug, Clone, Copy)]
+#[rtype(result = "()")]
+pub struct Left {
+    pub index: usize,
+}
+
 /// A poll of substation `index` succeeded. Sent by `LoadPollerActor` to
 /// `RouterActor`; `at` is when the scrape was sent.
 #[derive(Message, Debug, Clone)]
@@ -58,7 +77,7 @@ pub struct Route(pub ValidRequest);
 /// Choose a substation for `power_w` and book it as in flight. Sent by
 /// `RouterActor`'s own forwarding task (one decision per attempt).
 #[derive(Message, Debug, Clone)]
-#[rtype(result = "Option<(Ticket, String)>")]
+#[rtype(result = "Option<(Ticket, String, String)>")]
 pub struct Reserve {
     /// Requested power, watts.
     pub power_w: f64,

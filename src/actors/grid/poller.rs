@@ -1,16 +1,28 @@
 //! `LoadPollerActor`: scrapes every substation's `/metrics` on an interval.
 //!
+//! Substations are listed (`http://host:port`) or found by DNS
+//! (`dns+http://name:port`: every A/AAAA record of the name is a substation
+//! on that port). Names are resolved again at every poll round. A new
+//! address gets the next index and joins the router (`Joined`) at its first
+//! successful poll; an address that disappears leaves (`Left`); one that
+//! comes back keeps its old index. A failed resolution keeps the last
+//! answer.
+//!
 //! All substations are polled concurrently, each with a deadline covering
 //! connect, headers and body. A substation whose previous poll has not
 //! finished is skipped for this round, so there is at most one poll — and at
 //! most one message to `RouterActor` — in flight per substation (which is why
 //! `do_send` cannot build up a queue here).
 
+use std::collections::{BTreeSet, HashMap};
+use std::net::IpAddr;
+use std::rc::Rc;
 use std::time::Instant;
 
 use actix::{Actor, ActorFutureExt, AsyncContext, Context, Recipient, WrapFuture};
+use futures_util::future::LocalBoxFuture;
 
-use super::messages::{LoadSampled, PollFailed, PollTiming};
+use super::messages::{Joined, Left, LoadSampled, PollFailed, PollTiming};
 use super::metrics::BalancerMetrics;
 use super::router::initial_name;
 use crate::grid::LoadSample;
@@ -18,11 +30,56 @@ use crate::grid::LoadSample;
 /// Largest `/metrics` body accepted.
 const MAX_METRICS_BODY: usize = 4 * 1024 * 1024;
 
+/// Resolves a host name to its addresses. Injected so tests can make
+/// substations join and leave; [`system_resolver`] asks the system.
+pub type Resolver = Rc<dyn Fn(String) -> LocalBoxFuture<'static, std::io::Result<Vec<IpAddr>>>>;
+
+/// The system's resolver (`getaddrinfo` on tokio's blocking pool).
+pub fn system_resolver() -> Resolver {
+    Rc::new(|host: String| {
+        Box::pin(async move {
+            let addrs = tokio::net::lookup_host((host.as_str(), 0)).await?;
+            Ok(addrs.map(|a| a.ip()).collect())
+        })
+    })
+}
+
+/// A `dns+http://name:port` entry of `SUBSTATIONS`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DnsSource {
+    pub host: String,
+    pub port: u16,
+}
+
+/// Where the substations come from, besides the listed ones.
+pub struct Discovery {
+    pub sources: Vec<DnsSource>,
+    pub resolver: Resolver,
+    /// Who learns of joins and departures.
+    pub joined: Recipient<Joined>,
+    pub left: Recipient<Left>,
+}
+
+/// One substation address the poller knows, by index.
+struct Member {
+    url: String,
+    metrics_url: String,
+    name: String,
+    inflight: bool,
+    /// Listed in `SUBSTATIONS` rather than found by DNS: never leaves.
+    listed: bool,
+    /// In the last resolution (always, for a listed one).
+    present: bool,
+    /// The router knows it as present (always, for a listed one).
+    announced: bool,
+}
+
 /// The poller actor.
 pub struct LoadPollerActor {
-    metrics_urls: Vec<String>,
-    names: Vec<String>,
-    inflight: Vec<bool>,
+    members: Vec<Member>,
+    by_url: HashMap<String, usize>,
+    discovery: Option<Discovery>,
+    resolving: bool,
     client: awc::Client,
     sampled: Recipient<LoadSampled>,
     failed: Recipient<PollFailed>,
@@ -45,29 +102,116 @@ impl LoadPollerActor {
         timing: PollTiming,
         metrics: BalancerMetrics,
     ) -> Self {
-        LoadPollerActor {
-            metrics_urls: urls
-                .iter()
-                .map(|u| format!("{}/metrics", u.trim_end_matches('/')))
-                .collect(),
-            names: urls.iter().map(|u| initial_name(u)).collect(),
-            inflight: vec![false; urls.len()],
+        let mut poller = LoadPollerActor {
+            members: Vec::new(),
+            by_url: HashMap::new(),
+            discovery: None,
+            resolving: false,
             client,
             sampled,
             failed,
             timing,
             metrics,
+        };
+        for url in urls {
+            poller.add_member(url.trim_end_matches('/').to_string(), true);
+        }
+        poller
+    }
+
+    /// Adds substations found by DNS to the listed ones.
+    pub fn with_discovery(mut self, discovery: Discovery) -> Self {
+        if !discovery.sources.is_empty() {
+            self.discovery = Some(discovery);
+        }
+        self
+    }
+
+    fn add_member(&mut self, url: String, listed: bool) -> usize {
+        let index = self.members.len();
+        self.by_url.insert(url.clone(), index);
+        self.members.push(Member {
+            metrics_url: format!("{url}/metrics"),
+            name: initial_name(&url),
+            url,
+            inflight: false,
+            listed,
+            present: true,
+            announced: listed,
+        });
+        index
+    }
+
+    /// Resolves every DNS source (one round at a time) and updates the
+    /// membership with the answer.
+    fn resolve(&mut self, ctx: &mut Context<Self>) {
+        let Some(d) = &self.discovery else { return };
+        if self.resolving {
+            return;
+        }
+        self.resolving = true;
+        let lookups: Vec<_> = d
+            .sources
+            .iter()
+            .map(|src| {
+                let port = src.port;
+                let lookup = (d.resolver)(src.host.clone());
+                async move { (lookup.await, port) }
+            })
+            .collect();
+        let all = futures_util::future::join_all(lookups);
+        ctx.spawn(all.into_actor(self).map(|answers, act, ctx| {
+            act.resolving = false;
+            let mut found = BTreeSet::new();
+            for (answer, port) in answers {
+                match answer {
+                    Ok(ips) => found.extend(ips.into_iter().map(|ip| match ip {
+                        IpAddr::V4(v4) => format!("http://{v4}:{port}"),
+                        IpAddr::V6(v6) => format!("http://[{v6}]:{port}"),
+                    })),
+                    Err(e) => {
+                        log::warn!("resolving substations failed, keeping the last answer: {e}");
+                        return;
+                    }
+                }
+            }
+            act.update_members(&found);
+            act.poll_all(ctx);
+        }));
+    }
+
+    fn update_members(&mut self, found: &BTreeSet<String>) {
+        for url in found {
+            match self.by_url.get(url) {
+                Some(&i) => self.members[i].present = true,
+                None => {
+                    let i = self.add_member(url.clone(), false);
+                    log::info!("found substation address {url} (index {i})");
+                }
+            }
+        }
+        let Some(d) = &self.discovery else { return };
+        for (index, m) in self.members.iter_mut().enumerate() {
+            if m.listed || found.contains(&m.url) {
+                continue;
+            }
+            if m.present && m.announced {
+                d.left.do_send(Left { index });
+            }
+            m.present = false;
+            m.announced = false;
         }
     }
 
     fn poll_all(&mut self, ctx: &mut Context<Self>) {
-        for index in 0..self.metrics_urls.len() {
-            if self.inflight[index] {
+        for index in 0..self.members.len() {
+            let m = &mut self.members[index];
+            if m.inflight || !m.present {
                 continue;
             }
-            self.inflight[index] = true;
+            m.inflight = true;
             let client = self.client.clone();
-            let url = self.metrics_urls[index].clone();
+            let url = m.metrics_url.clone();
             let timeout = self.timing.timeout;
             let at = Instant::now();
             let fetch = async move {
@@ -101,7 +245,11 @@ impl LoadPollerActor {
     }
 
     fn finish(&mut self, index: usize, at: Instant, res: Result<String, PollError>) {
-        self.inflight[index] = false;
+        self.members[index].inflight = false;
+        if !self.members[index].present {
+            // It left while the poll was in flight.
+            return;
+        }
         self.metrics
             .poll_duration
             .observe(at.elapsed().as_secs_f64());
@@ -112,22 +260,31 @@ impl LoadPollerActor {
         };
         match parsed {
             Ok(sample) => {
+                let m = &mut self.members[index];
                 if !sample.substation.is_empty() {
-                    self.names[index].clone_from(&sample.substation);
+                    m.name.clone_from(&sample.substation);
                 }
-                self.metrics
-                    .polls
-                    .with_label_values(&[&self.names[index], "ok"])
-                    .inc();
+                self.metrics.polls.with_label_values(&[&m.name, "ok"]).inc();
+                if !m.announced {
+                    // Joins at its first successful poll.
+                    if let Some(d) = &self.discovery {
+                        m.announced = true;
+                        let url = m.url.clone();
+                        d.joined.do_send(Joined { index, url });
+                    }
+                }
                 self.sampled.do_send(LoadSampled { index, sample, at });
             }
             Err((result, reason)) => {
+                let m = &self.members[index];
                 self.metrics
                     .polls
-                    .with_label_values(&[&self.names[index], result])
+                    .with_label_values(&[&m.name, result])
                     .inc();
-                log::debug!("poll of {} failed: {reason}", self.metrics_urls[index]);
-                self.failed.do_send(PollFailed { index, reason });
+                log::debug!("poll of {} failed: {reason}", m.metrics_url);
+                if m.announced {
+                    self.failed.do_send(PollFailed { index, reason });
+                }
             }
         }
     }
@@ -138,6 +295,10 @@ impl Actor for LoadPollerActor {
 
     fn started(&mut self, ctx: &mut Self::Context) {
         self.poll_all(ctx);
-        ctx.run_interval(self.timing.interval, |act, ctx| act.poll_all(ctx));
+        self.resolve(ctx);
+        ctx.run_interval(self.timing.interval, |act, ctx| {
+            act.poll_all(ctx);
+            act.resolve(ctx);
+        });
     }
 }

@@ -11,13 +11,12 @@
 //!
 //! Logical time is seconds since the actor started.
 
-use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use actix::{Actor, AsyncContext, Context, Handler, ResponseFuture};
 
 use super::messages::{
-    GetStatus, LoadSampled, PollFailed, Reserve, Route, Settle, Settlement, Status,
+    GetStatus, Joined, Left, LoadSampled, PollFailed, Reserve, Route, Settle, Settlement, Status,
     SubstationStatus,
 };
 use super::metrics::BalancerMetrics;
@@ -30,8 +29,8 @@ const GAUGE_TICK: Duration = Duration::from_millis(250);
 /// The balancer's router actor.
 pub struct RouterActor {
     router: Router,
+    /// Base URL per index; substations found by DNS are appended.
     urls: Vec<String>,
-    charge_urls: Rc<Vec<String>>,
     origin: Instant,
     client: awc::Client,
     metrics: BalancerMetrics,
@@ -56,14 +55,9 @@ impl RouterActor {
         seed: u64,
     ) -> Self {
         let names = urls.iter().map(|u| initial_name(u)).collect();
-        let charge_urls = urls
-            .iter()
-            .map(|u| format!("{}/charge", u.trim_end_matches('/')))
-            .collect();
         RouterActor {
             router: Router::new(names, RouterConfig::default(), seed),
             urls,
-            charge_urls: Rc::new(charge_urls),
             origin: Instant::now(),
             client,
             metrics,
@@ -128,6 +122,43 @@ impl Handler<LoadSampled> for RouterActor {
     }
 }
 
+impl Handler<Joined> for RouterActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: Joined, _: &mut Self::Context) {
+        // Indices are the poller's; one may join before a lower one does.
+        while self.urls.len() <= msg.index {
+            let slot = self.router.add(String::new());
+            self.router.retire(slot);
+            self.urls.push(String::new());
+        }
+        if self.urls[msg.index].is_empty() {
+            self.urls[msg.index] = msg.url;
+            self.router
+                .set_name(msg.index, initial_name(&self.urls[msg.index]));
+        }
+        self.router.rejoin(msg.index);
+        log::info!(
+            "{} joined as substation {}",
+            self.urls[msg.index],
+            msg.index
+        );
+    }
+}
+
+impl Handler<Left> for RouterActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: Left, _: &mut Self::Context) {
+        if msg.index < self.urls.len() {
+            let name = self.router.name(msg.index).to_string();
+            log::info!("{name} ({}) left", self.urls[msg.index]);
+            self.router.retire(msg.index);
+            self.forget_label(&name);
+        }
+    }
+}
+
 impl Handler<PollFailed> for RouterActor {
     type Result = ();
 
@@ -145,7 +176,7 @@ impl Handler<PollFailed> for RouterActor {
 }
 
 impl Handler<Reserve> for RouterActor {
-    type Result = Option<(Ticket, String)>;
+    type Result = Option<(Ticket, String, String)>;
 
     fn handle(&mut self, msg: Reserve, _: &mut Self::Context) -> Self::Result {
         let start = Instant::now();
@@ -157,7 +188,8 @@ impl Handler<Reserve> for RouterActor {
         let ticket = ticket?;
         let name = self.router.name(ticket.index).to_string();
         self.metrics.decisions.with_label_values(&[&name]).inc();
-        Some((ticket, name))
+        let url = format!("{}/charge", self.urls[ticket.index].trim_end_matches('/'));
+        Some((ticket, name, url))
     }
 }
 
@@ -187,7 +219,9 @@ impl Handler<GetStatus> for RouterActor {
             .status(now)
             .into_iter()
             .zip(&self.urls)
-            .map(|(view, url)| SubstationStatus {
+            .enumerate()
+            .filter(|(i, _)| !self.router.is_retired(*i))
+            .map(|(_, (view, url))| SubstationStatus {
                 url: url.clone(),
                 view,
             })
@@ -206,7 +240,6 @@ impl Handler<Route> for RouterActor {
         let addr = ctx.address();
         // A clone shares the same connection pool; no new client per request.
         let client = self.client.clone();
-        let urls = Rc::clone(&self.charge_urls);
         let metrics = self.metrics.clone();
         Box::pin(async move {
             let req = msg.0.to_request();
@@ -220,7 +253,7 @@ impl Handler<Route> for RouterActor {
                         exclude: exclude.clone(),
                     })
                     .await?;
-                let Some((ticket, name)) = reserved else {
+                let Some((ticket, name, url)) = reserved else {
                     metrics.no_capacity.inc();
                     return Err(Error::unavailable(format!(
                         "no substation can admit {} kW ({} refused)",
@@ -231,7 +264,7 @@ impl Handler<Route> for RouterActor {
                     metrics.retries.inc();
                 }
                 let index = ticket.index;
-                let forwarded = post_charge(&client, &urls[index], &req).await;
+                let forwarded = post_charge(&client, &url, &req).await;
                 let outcome = match &forwarded {
                     Forwarded::Granted(g) => Settlement::Admitted {
                         ends_in_s: g.ends_in_s,
