@@ -8,12 +8,11 @@
 
 mod grid_support;
 
-use std::cell::RefCell;
 use std::net::IpAddr;
-use std::rc::Rc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use causal_grid::actors::grid::poller::Resolver;
+use causal_grid::net::dns::Resolver;
 use causal_grid::service::balancer::{self, BalancerConfig};
 use causal_grid::service::substation::{self, SubstationConfig};
 use causal_grid::service::Running;
@@ -71,14 +70,14 @@ async fn listed(client: &awc::Client, lb: &str) -> Vec<(String, bool)> {
 #[actix_rt::test]
 async fn substations_found_by_dns_join_leave_and_return_while_requests_flow() {
     let (_subs, port) = substations(3);
-    let answer: Rc<RefCell<Vec<IpAddr>>> = Rc::new(RefCell::new(vec![ip(0), ip(1)]));
-    let lookups = Rc::new(RefCell::new(Vec::<String>::new()));
+    let answer: Arc<Mutex<Vec<IpAddr>>> = Arc::new(Mutex::new(vec![ip(0), ip(1)]));
+    let lookups = Arc::new(Mutex::new(Vec::<String>::new()));
     let resolver: Resolver = {
         let answer = answer.clone();
         let lookups = lookups.clone();
-        Rc::new(move |host: String| {
-            lookups.borrow_mut().push(host);
-            let ips = answer.borrow().clone();
+        Arc::new(move |host: String| {
+            lookups.lock().unwrap().push(host);
+            let ips = answer.lock().unwrap().clone();
             Box::pin(async move { Ok(ips) })
         })
     };
@@ -103,14 +102,18 @@ async fn substations_found_by_dns_join_leave_and_return_while_requests_flow() {
         l.len() == 2 && l.iter().all(|(_, h)| *h)
     })
     .await;
-    assert!(lookups.borrow().iter().all(|h| h == "substation.test"));
+    assert!(lookups
+        .lock()
+        .unwrap()
+        .iter()
+        .all(|h| h == "substation.test"));
 
     // Requests flow throughout; every one must be granted.
     let target = format!("{}/request_charge", entry.url());
     let mut answers = burst(&client, &target, charge(5.0, 50.0), 20, 4).await;
 
     // A third replica appears.
-    answer.borrow_mut().push(ip(2));
+    answer.lock().unwrap().push(ip(2));
     await_until("the third substation to join", || async {
         let l = listed(&client, &lb_url).await;
         l.len() == 3 && l.iter().all(|(_, h)| *h)
@@ -121,7 +124,7 @@ async fn substations_found_by_dns_join_leave_and_return_while_requests_flow() {
     assert!(p > 0.0, "the new substation takes sessions");
 
     // The first one leaves: it is no longer listed or routed to.
-    answer.borrow_mut().retain(|a| *a != ip(0));
+    answer.lock().unwrap().retain(|a| *a != ip(0));
     await_until("the first substation to leave", || async {
         let l = listed(&client, &lb_url).await;
         l.len() == 2 && !l.iter().any(|(u, _)| *u == url(0))
@@ -133,7 +136,7 @@ async fn substations_found_by_dns_join_leave_and_return_while_requests_flow() {
     assert_eq!(before, after, "no session goes to a substation that left");
 
     // It comes back, under its old index, and takes sessions again.
-    answer.borrow_mut().push(ip(0));
+    answer.lock().unwrap().push(ip(0));
     await_until("the first substation to return", || async {
         let l = listed(&client, &lb_url).await;
         l.len() == 3 && l.iter().all(|(_, h)| *h)
@@ -159,11 +162,11 @@ async fn substations_found_by_dns_join_leave_and_return_while_requests_flow() {
 #[actix_rt::test]
 async fn a_failed_resolution_keeps_the_last_answer() {
     let (_subs, port) = substations(1);
-    let fail = Rc::new(RefCell::new(false));
+    let fail = Arc::new(Mutex::new(false));
     let resolver: Resolver = {
         let fail = fail.clone();
-        Rc::new(move |_host: String| {
-            let failing = *fail.borrow();
+        Arc::new(move |_host: String| {
+            let failing = *fail.lock().unwrap();
             Box::pin(async move {
                 if failing {
                     Err(std::io::Error::other("resolver unreachable"))
@@ -187,7 +190,7 @@ async fn a_failed_resolution_keeps_the_last_answer() {
     let client = client();
     let lb_url = lb.url();
     await_all_healthy(&client, &lb_url, 1).await;
-    *fail.borrow_mut() = true;
+    *fail.lock().unwrap() = true;
     for _ in 0..5 {
         actix_rt::time::sleep(Duration::from_millis(100)).await;
         assert_eq!(listed(&client, &lb_url).await.len(), 1);

@@ -9,10 +9,12 @@
 //! `BalancerClient` reports how each request ended as an [`Outcome`] and
 //! records nothing itself: the entry service's metrics belong to the caller.
 
-use std::time::Duration;
+use std::cell::{Cell, RefCell};
+use std::time::{Duration, Instant};
 
 use awc::error::SendRequestError;
 
+use super::dns::{Resolver, Target};
 use crate::error::{Error, Result};
 use crate::grid::{ChargeGranted, ChargeRequest};
 use crate::wire::ErrorBody;
@@ -105,46 +107,162 @@ impl Outcome {
     }
 }
 
-/// The balancer as seen from one worker of the entry service: its own
-/// client, created once.
+/// How long a balancer that could not be reached is tried last.
+const DOWN_FOR: Duration = Duration::from_secs(1);
+/// How often DNS names of balancers are resolved again.
+const RESOLVE_EVERY: Duration = Duration::from_secs(1);
+
+/// One balancer address and, if it failed to connect, until when it is
+/// tried last.
+#[derive(Debug, Clone)]
+struct Route {
+    url: String,
+    down_until: Option<Instant>,
+}
+
+/// The balancers as seen from one worker of the entry service: its own
+/// client, created once. Requests go round-robin over the balancers (listed
+/// or found by DNS); one that cannot be reached is skipped for a second and
+/// the request goes to the next (a connection refused means the request was
+/// never delivered, so resending it cannot book a session twice; a timeout
+/// after sending is not retried, for the same reason).
 pub struct BalancerClient {
     client: awc::Client,
-    route_url: String,
+    targets: Vec<Target>,
+    resolver: Resolver,
+    routes: RefCell<Vec<Route>>,
+    resolved_at: Cell<Option<Instant>>,
+    next: Cell<usize>,
 }
 
 impl BalancerClient {
-    /// A client for the balancer at `base_url`, with bounded connect and
-    /// request timeouts.
-    pub fn new(base_url: &str, connect_timeout: Duration, request_timeout: Duration) -> Self {
+    /// A client for the balancers `targets`, with bounded connect and
+    /// request timeouts; DNS names are resolved with `resolver`.
+    pub fn new(
+        targets: Vec<Target>,
+        resolver: Resolver,
+        connect_timeout: Duration,
+        request_timeout: Duration,
+    ) -> Self {
+        let routes = targets
+            .iter()
+            .filter_map(|t| match t {
+                Target::Url(url) => Some(Route {
+                    url: format!("{url}/route"),
+                    down_until: None,
+                }),
+                Target::Dns(_) => None,
+            })
+            .collect();
         BalancerClient {
             client: build_client(connect_timeout, request_timeout),
-            route_url: format!("{base_url}/route"),
+            targets,
+            resolver,
+            routes: RefCell::new(routes),
+            resolved_at: Cell::new(None),
+            next: Cell::new(0),
+        }
+    }
+
+    /// Resolves the DNS names again if the last answer is older than a
+    /// second. A failed resolution keeps the last answer.
+    async fn refresh(&self) {
+        let stale = self
+            .resolved_at
+            .get()
+            .is_none_or(|at| at.elapsed() >= RESOLVE_EVERY);
+        if !stale || !self.targets.iter().any(|t| matches!(t, Target::Dns(_))) {
+            return;
+        }
+        self.resolved_at.set(Some(Instant::now()));
+        let mut urls = Vec::new();
+        for t in &self.targets {
+            match t {
+                Target::Url(url) => urls.push(format!("{url}/route")),
+                Target::Dns(src) => match (self.resolver)(src.host.clone()).await {
+                    Ok(ips) => {
+                        urls.extend(ips.into_iter().map(|ip| format!("{}/route", src.url(ip))))
+                    }
+                    Err(e) => {
+                        log::warn!(
+                            "resolving {} failed, keeping the last answer: {e}",
+                            src.host
+                        );
+                        return;
+                    }
+                },
+            }
+        }
+        let mut routes = self.routes.borrow_mut();
+        let old = std::mem::take(&mut *routes);
+        *routes = urls
+            .into_iter()
+            .map(|url| {
+                let down_until = old.iter().find(|r| r.url == url).and_then(|r| r.down_until);
+                Route { url, down_until }
+            })
+            .collect();
+    }
+
+    /// The route URLs in the order to try them: round-robin from the next
+    /// one, those marked down last.
+    fn order(&self) -> Vec<String> {
+        let routes = self.routes.borrow();
+        let n = routes.len();
+        if n == 0 {
+            return Vec::new();
+        }
+        let start = self.next.get() % n;
+        self.next.set(start + 1);
+        let now = Instant::now();
+        let rotated = (0..n).map(|i| &routes[(start + i) % n]);
+        let (up, down): (Vec<_>, Vec<_>) =
+            rotated.partition(|r| r.down_until.is_none_or(|t| t <= now));
+        up.into_iter().chain(down).map(|r| r.url.clone()).collect()
+    }
+
+    fn mark_down(&self, url: &str) {
+        if let Some(r) = self.routes.borrow_mut().iter_mut().find(|r| r.url == url) {
+            r.down_until = Some(Instant::now() + DOWN_FOR);
         }
     }
 
     /// Validates and forwards one request; returns how it ended (for the
     /// caller's metrics) with the result.
     pub async fn request_charge(&self, req: &ChargeRequest) -> (Outcome, Result<ChargeGranted>) {
-        match req.validate() {
-            Err(e) => (Outcome::Invalid, Err(e)),
-            Ok(valid) => {
-                match post_charge(&self.client, &self.route_url, &valid.to_request()).await {
-                    Forwarded::Granted(g) => (Outcome::Accepted, Ok(g)),
-                    Forwarded::Refused(m) => (Outcome::Rejected, Err(Error::unavailable(m))),
-                    Forwarded::Invalid(m) => (Outcome::Invalid, Err(Error::invalid(m))),
-                    Forwarded::Unreachable(m) => (
-                        Outcome::Error,
-                        Err(Error::unavailable(format!(
-                            "load balancer unreachable: {m}"
-                        ))),
-                    ),
-                    Forwarded::Timeout => (
-                        Outcome::Error,
-                        Err(Error::unavailable("load balancer did not answer in time")),
-                    ),
-                    Forwarded::Failed(m) => (Outcome::Error, Err(Error::unavailable(m))),
+        let valid = match req.validate() {
+            Err(e) => return (Outcome::Invalid, Err(e)),
+            Ok(valid) => valid.to_request(),
+        };
+        self.refresh().await;
+        let mut unreachable = Vec::new();
+        for url in self.order() {
+            return match post_charge(&self.client, &url, &valid).await {
+                Forwarded::Granted(g) => (Outcome::Accepted, Ok(g)),
+                Forwarded::Refused(m) => (Outcome::Rejected, Err(Error::unavailable(m))),
+                Forwarded::Invalid(m) => (Outcome::Invalid, Err(Error::invalid(m))),
+                Forwarded::Unreachable(m) => {
+                    // Never delivered: the next balancer may take it.
+                    self.mark_down(&url);
+                    unreachable.push(m);
+                    continue;
                 }
-            }
+                Forwarded::Timeout => (
+                    Outcome::Error,
+                    Err(Error::unavailable("load balancer did not answer in time")),
+                ),
+                Forwarded::Failed(m) => (Outcome::Error, Err(Error::unavailable(m))),
+            };
         }
+        let why = match unreachable.is_empty() {
+            true => "no load balancer address is known".to_string(),
+            false => unreachable.join("; "),
+        };
+        (
+            Outcome::Error,
+            Err(Error::unavailable(format!(
+                "load balancer unreachable: {why}"
+            ))),
+        )
     }
 }

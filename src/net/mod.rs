@@ -14,8 +14,10 @@
 //!
 //! * [`kv`]: `PeerClient` (signed peer and admin requests) and `KvClient`
 //!   (the client API, for the demo, the benchmarks and the tests).
+//! * [`dns`]: peers found by DNS (`dns+http://name:port`) and the resolver.
 //! * [`grid`]: one forwarding hop of a charge request (`post_charge`), and
 //!   `BalancerClient`, the entry service's view of the balancer.
 
+pub mod dns;
 pub mod grid;
 pub mod kv;

@@ -12,7 +12,7 @@ use super::env;
 use super::server::{spawn_server, Running};
 use crate::actors::grid::messages::PollTiming;
 use crate::actors::grid::metrics::BalancerMetrics;
-use crate::actors::grid::poller::{system_resolver, Discovery, DnsSource, Resolver};
+use crate::actors::grid::poller::Discovery;
 use crate::actors::grid::{LoadPollerActor, RouterActor};
 use crate::error::{Error, Result};
 use crate::http::error::{json_config, not_found};
@@ -20,6 +20,7 @@ use crate::http::grid::balancer::configure;
 use crate::http::grid::MAX_BODY_BYTES;
 use crate::http::RecordHttp;
 use crate::metrics::HttpMetrics;
+use crate::net::dns::{parse_target, parse_targets, system_resolver, DnsSource, Resolver, Target};
 use crate::net::grid::build_client;
 
 /// Connect timeout towards a substation.
@@ -43,44 +44,14 @@ pub struct BalancerConfig {
     pub seed: Option<u64>,
 }
 
-/// Splits and checks a `SUBSTATIONS` value.
+/// Splits and checks a `SUBSTATIONS` value (base URLs and DNS names).
 pub fn parse_substations(raw: &str) -> Result<Vec<String>> {
-    let urls: Vec<String> = raw
+    parse_targets("SUBSTATIONS", raw)?;
+    Ok(raw
         .split(',')
         .map(|s| s.trim().trim_end_matches('/').to_string())
         .filter(|s| !s.is_empty())
-        .collect();
-    if urls.is_empty() {
-        return Err(Error::config("SUBSTATIONS lists no URL"));
-    }
-    for u in &urls {
-        if let Some(rest) = u.strip_prefix("dns+http://") {
-            dns_source(rest)
-                .map_err(|why| Error::config(format!("SUBSTATIONS entry {u:?}: {why}")))?;
-        } else if !u.starts_with("http://") {
-            return Err(Error::config(format!(
-                "SUBSTATIONS entry {u:?} must start with http:// or dns+http://"
-            )));
-        }
-    }
-    Ok(urls)
-}
-
-/// `name:port` of a `dns+http://` entry.
-fn dns_source(rest: &str) -> std::result::Result<DnsSource, String> {
-    let (host, port) = rest
-        .rsplit_once(':')
-        .ok_or("a DNS name needs a port, e.g. dns+http://tasks.substation:8000")?;
-    let port = port
-        .parse::<u16>()
-        .map_err(|e| format!("bad port {port:?}: {e}"))?;
-    if host.is_empty() || host.contains('/') {
-        return Err(format!("bad host name {host:?}"));
-    }
-    Ok(DnsSource {
-        host: host.to_string(),
-        port,
-    })
+        .collect())
 }
 
 /// Splits `SUBSTATIONS` entries into listed URLs and DNS sources.
@@ -88,10 +59,10 @@ fn split_substations(entries: &[String]) -> (Vec<String>, Vec<DnsSource>) {
     let mut listed = Vec::new();
     let mut dns = Vec::new();
     for e in entries {
-        match e.strip_prefix("dns+http://").map(dns_source) {
-            Some(Ok(src)) => dns.push(src),
-            Some(Err(_)) => {} // refused by `parse_substations`
-            None => listed.push(e.clone()),
+        match parse_target(e) {
+            Ok(Target::Url(url)) => listed.push(url),
+            Ok(Target::Dns(src)) => dns.push(src),
+            Err(_) => {} // refused by `parse_substations`
         }
     }
     (listed, dns)

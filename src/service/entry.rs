@@ -10,12 +10,13 @@ use prometheus::Registry;
 use super::env;
 use super::server::{spawn_server, Running};
 use crate::actors::grid::metrics::EntryMetrics;
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::http::error::{json_config, not_found};
 use crate::http::grid::entry::configure;
 use crate::http::grid::MAX_BODY_BYTES;
 use crate::http::RecordHttp;
 use crate::metrics::HttpMetrics;
+use crate::net::dns::{parse_targets, system_resolver, Resolver};
 use crate::net::grid::BalancerClient;
 
 /// Connect timeout towards the balancer.
@@ -28,7 +29,10 @@ pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(3);
 pub struct EntryConfig {
     /// `LISTEN_ADDR`, default `0.0.0.0:6000`.
     pub listen_addr: String,
-    /// `LOAD_BALANCER_URL`, default `http://localhost:7000`.
+    /// `LOAD_BALANCER_URL`, default `http://localhost:7000`: one or more
+    /// balancers, comma-separated, as base URLs and/or DNS names
+    /// (`dns+http://tasks.load_balancer:7000`); requests go round-robin and
+    /// fail over to the next when one cannot be reached.
     pub load_balancer_url: String,
 }
 
@@ -36,30 +40,32 @@ impl EntryConfig {
     /// Reads and checks the environment.
     pub fn from_env() -> Result<Self> {
         let url = env::parse_or("LOAD_BALANCER_URL", "http://localhost:7000".to_string())?;
-        if !url.starts_with("http://") {
-            return Err(Error::config(format!(
-                "LOAD_BALANCER_URL={url:?} must start with http://"
-            )));
-        }
+        parse_targets("LOAD_BALANCER_URL", &url)?;
         Ok(EntryConfig {
             listen_addr: env::parse_or("LISTEN_ADDR", "0.0.0.0:6000".to_string())?,
-            load_balancer_url: url.trim_end_matches('/').to_string(),
+            load_balancer_url: url,
         })
     }
 }
 
 /// Starts the entry service (inside a running actix System).
 pub fn start(cfg: EntryConfig, signals: bool) -> Result<Running> {
+    start_with_resolver(cfg, signals, system_resolver())
+}
+
+/// Like `start`, resolving `dns+http://` balancers with `resolver`.
+pub fn start_with_resolver(cfg: EntryConfig, signals: bool, resolver: Resolver) -> Result<Running> {
+    let targets = parse_targets("LOAD_BALANCER_URL", &cfg.load_balancer_url)?;
     let registry = Registry::new();
     let metrics = web::Data::new(EntryMetrics::new(&registry)?);
     let http_metrics = HttpMetrics::new(&registry, "charge")?;
     let registry = web::Data::new(registry);
-    let url = cfg.load_balancer_url.clone();
     let server = HttpServer::new(move || {
         App::new()
             // One client per worker, created with the worker's App.
             .app_data(web::Data::new(BalancerClient::new(
-                &url,
+                targets.clone(),
+                resolver.clone(),
                 CONNECT_TIMEOUT,
                 REQUEST_TIMEOUT,
             )))

@@ -15,41 +15,18 @@
 //! `do_send` cannot build up a queue here).
 
 use std::collections::{BTreeSet, HashMap};
-use std::net::IpAddr;
-use std::rc::Rc;
 use std::time::Instant;
 
 use actix::{Actor, ActorFutureExt, AsyncContext, Context, Recipient, WrapFuture};
-use futures_util::future::LocalBoxFuture;
 
 use super::messages::{Joined, Left, LoadSampled, PollFailed, PollTiming};
 use super::metrics::BalancerMetrics;
 use super::router::initial_name;
 use crate::grid::LoadSample;
+use crate::net::dns::{DnsSource, Resolver};
 
 /// Largest `/metrics` body accepted.
 const MAX_METRICS_BODY: usize = 4 * 1024 * 1024;
-
-/// Resolves a host name to its addresses. Injected so tests can make
-/// substations join and leave; [`system_resolver`] asks the system.
-pub type Resolver = Rc<dyn Fn(String) -> LocalBoxFuture<'static, std::io::Result<Vec<IpAddr>>>>;
-
-/// The system's resolver (`getaddrinfo` on tokio's blocking pool).
-pub fn system_resolver() -> Resolver {
-    Rc::new(|host: String| {
-        Box::pin(async move {
-            let addrs = tokio::net::lookup_host((host.as_str(), 0)).await?;
-            Ok(addrs.map(|a| a.ip()).collect())
-        })
-    })
-}
-
-/// A `dns+http://name:port` entry of `SUBSTATIONS`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DnsSource {
-    pub host: String,
-    pub port: u16,
-}
 
 /// Where the substations come from, besides the listed ones.
 pub struct Discovery {
@@ -154,21 +131,18 @@ impl LoadPollerActor {
             .sources
             .iter()
             .map(|src| {
-                let port = src.port;
+                let src = src.clone();
                 let lookup = (d.resolver)(src.host.clone());
-                async move { (lookup.await, port) }
+                async move { (lookup.await, src) }
             })
             .collect();
         let all = futures_util::future::join_all(lookups);
         ctx.spawn(all.into_actor(self).map(|answers, act, ctx| {
             act.resolving = false;
             let mut found = BTreeSet::new();
-            for (answer, port) in answers {
+            for (answer, src) in answers {
                 match answer {
-                    Ok(ips) => found.extend(ips.into_iter().map(|ip| match ip {
-                        IpAddr::V4(v4) => format!("http://{v4}:{port}"),
-                        IpAddr::V6(v6) => format!("http://[{v6}]:{port}"),
-                    })),
+                    Ok(ips) => found.extend(ips.into_iter().map(|ip| src.url(ip))),
                     Err(e) => {
                         log::warn!("resolving substations failed, keeping the last answer: {e}");
                         return;
