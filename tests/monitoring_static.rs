@@ -344,7 +344,12 @@ fn promtool_accepts_the_prometheus_config() {
         return;
     };
     let out = Command::new(promtool)
-        .args(["check", "config", "prometheus/prometheus.yml"])
+        .args([
+            "check",
+            "config",
+            "prometheus/prometheus.yml",
+            "prometheus/prometheus-swarm.yml",
+        ])
         .current_dir(repo())
         .output()
         .expect("promtool runs");
@@ -391,4 +396,124 @@ fn promtool_parses_every_dashboard_expression() {
         String::from_utf8_lossy(&out.stderr)
     );
     println!("promtool parsed {count} dashboard expressions");
+}
+
+/// Services of `deploy/swarm/stack.yml` with a `command` (ours) and the
+/// port of their `LISTEN_ADDR`.
+fn swarm_services() -> Vec<(String, String, String)> {
+    let stack = read("deploy/swarm/stack.yml");
+    // LISTEN_ADDR ports of the anchored blocks (`x-kv-env: &kv-env`).
+    let mut anchored = std::collections::HashMap::new();
+    let mut anchor: Option<String> = None;
+    for line in stack.lines() {
+        if !line.starts_with(' ') {
+            anchor = line.split_once(": &").map(|(_, a)| a.trim().to_string());
+        } else if let (Some(a), Some(addr)) = (&anchor, line.trim().strip_prefix("LISTEN_ADDR: ")) {
+            anchored.insert(a.clone(), addr.rsplit(':').next().unwrap().to_string());
+        }
+    }
+    let mut out = Vec::new();
+    let mut current: Option<String> = None;
+    let mut binary = None;
+    let mut port = None;
+    let flush = |out: &mut Vec<_>, c: &Option<String>, b: &Option<String>, p: &Option<String>| {
+        if let (Some(c), Some(b)) = (c, b) {
+            out.push((c.clone(), b.clone(), p.clone().unwrap_or_default()));
+        }
+    };
+    let mut in_services = false;
+    for line in stack.lines() {
+        if !line.starts_with(' ') && !line.is_empty() && !line.starts_with('#') {
+            in_services = line == "services:";
+            continue;
+        }
+        if !in_services {
+            continue;
+        }
+        if line.starts_with("  ") && !line.starts_with("   ") && line.trim_end().ends_with(':') {
+            flush(&mut out, &current, &binary, &port);
+            current = Some(line.trim().trim_end_matches(':').to_string());
+            binary = None;
+            port = None;
+        } else if let Some(cmd) = line.trim().strip_prefix("command: [\"") {
+            binary = Some(cmd.split('"').next().unwrap().to_string());
+        } else if let Some(addr) = line.trim().strip_prefix("LISTEN_ADDR: ") {
+            port = Some(addr.rsplit(':').next().unwrap().to_string());
+        } else if let Some(a) = line.trim().strip_prefix("<<: *") {
+            if port.is_none() {
+                port = anchored.get(a).cloned();
+            }
+        }
+    }
+    flush(&mut out, &current, &binary, &port);
+    out
+}
+
+#[test]
+fn the_swarm_stack_is_scraped_found_by_dns_and_keeps_its_secret_in_a_file() {
+    let stack = read("deploy/swarm/stack.yml");
+    let prometheus = read("prometheus/prometheus-swarm.yml");
+    let services = swarm_services();
+    let names: Vec<&str> = services.iter().map(|(n, _, _)| n.as_str()).collect();
+    for want in [
+        "node1",
+        "node2",
+        "node3",
+        "substation",
+        "load_balancer",
+        "charge_request",
+    ] {
+        assert!(names.contains(&want), "the stack has no {want}: {names:?}");
+    }
+    for (name, binary, port) in &services {
+        assert!(!port.is_empty(), "{name} has no LISTEN_ADDR");
+        // Every service of ours is scraped by DNS on its port.
+        let block = prometheus
+            .split("- job_name:")
+            .find(|b| {
+                b.contains(&format!("tasks.{name}]")) || b.contains(&format!("tasks.{name},"))
+            })
+            .unwrap_or_else(|| panic!("prometheus-swarm.yml does not find tasks.{name}"));
+        assert!(
+            block.contains(&format!("port: {port}")),
+            "tasks.{name} scraped on another port than {port}"
+        );
+        let check = if binary == "kv_node" {
+            "--ready-check"
+        } else {
+            "--health-check"
+        };
+        assert!(
+            stack.contains(&format!("test: [\"CMD\", \"{binary}\", \"{check}\"]")),
+            "{name} has no {check} health check"
+        );
+    }
+    // The balancer and the entry find their peers by DNS; substations are
+    // told apart by host name, so scaling needs no edit.
+    assert!(stack.contains("SUBSTATIONS: dns+http://tasks.substation:8000"));
+    assert!(stack.contains("LOAD_BALANCER_URL: dns+http://tasks.load_balancer:7000"));
+    assert!(stack.contains("hostname: \"substation-{{.Task.Slot}}\""));
+    assert!(
+        !stack.contains("SUBSTATION_ID"),
+        "a fixed id would repeat across replicas"
+    );
+    // The cluster secret is a Docker secret read from a file, never a value.
+    assert!(stack.contains("CLUSTER_SECRET_FILE: /run/secrets/cluster_secret"));
+    assert!(
+        !stack.contains("CLUSTER_SECRET:"),
+        "the secret must not be an environment value"
+    );
+    // The published ports are the compose file's.
+    for port in ["5001:5000", "5002:5000", "5003:5000", "6000:6000"] {
+        assert!(
+            stack.contains(&format!("\"{port}\"")),
+            "port {port} not published"
+        );
+    }
+    // Every config file the stack mounts exists.
+    for line in stack.lines() {
+        if let Some(path) = line.trim().strip_prefix("file: ../../") {
+            assert!(repo().join(path).is_file(), "{path} is missing");
+        }
+    }
 }

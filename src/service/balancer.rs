@@ -122,6 +122,7 @@ pub fn start_with_resolver(
         cfg.poll_interval,
         seed,
     )
+    .with_instance(env::host_name().unwrap_or_else(|| cfg.listen_addr.clone()))
     .start();
     let timing = PollTiming {
         interval: cfg.poll_interval,

@@ -127,6 +127,9 @@ pub struct SubstationStatus {
 /// Body of `GET /status`.
 #[derive(Debug, Clone, Serialize)]
 pub struct Status {
+    /// Which balancer answered (its host name): with several replicas
+    /// behind one address, says whose view this is.
+    pub instance: String,
     /// Poll interval, milliseconds.
     pub poll_interval_ms: u64,
     /// One entry per configured substation, in configuration order.

@@ -35,6 +35,8 @@ pub struct RouterActor {
     client: awc::Client,
     metrics: BalancerMetrics,
     poll_interval: Duration,
+    /// This balancer's name in `/status` (its host name).
+    instance: String,
 }
 
 /// Display name of a base URL until the substation tells us its id.
@@ -62,7 +64,14 @@ impl RouterActor {
             client,
             metrics,
             poll_interval,
+            instance: String::new(),
         }
+    }
+
+    /// Names this balancer in `/status`.
+    pub fn with_instance(mut self, instance: String) -> Self {
+        self.instance = instance;
+        self
     }
 
     fn now(&self) -> f64 {
@@ -227,6 +236,7 @@ impl Handler<GetStatus> for RouterActor {
             })
             .collect();
         actix::MessageResult(Status {
+            instance: self.instance.clone(),
             poll_interval_ms: self.poll_interval.as_millis() as u64,
             substations,
         })
