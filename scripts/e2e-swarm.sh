@@ -42,7 +42,6 @@ fi
 STACK=${E2E_STACK:-causalgridswarm}
 NODES=(http://localhost:5001 http://localhost:5002 http://localhost:5003)
 ENTRY=http://localhost:6000
-BALANCER=http://localhost:7000
 PROM=http://localhost:9090
 PY=python3
 SECRET_VALUE=swarm-e2e-secret-$$
@@ -97,7 +96,7 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-for port in 5001 5002 5003 6000 7000 9090; do
+for port in 5001 5002 5003 6000 9090; do
     if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
         fail "port $port is already in use on this machine; stop whatever listens there"
     fi
@@ -175,23 +174,20 @@ entry_up() { curl -fsS --max-time 3 "$ENTRY/health" >/dev/null 2>&1; }
 wait_for 60 "entry service up" entry_up
 ok "every service runs its replicas; the three KV nodes are ready"
 
-# balancers_list N: both balancers (asked through the published port until
-# two distinct instances answered) list N healthy substations.
+# balancers_list N: each of the two balancers (Prometheus scrapes both, found
+# by DNS) sees exactly N healthy substations: its `lb_substation_healthy`
+# gauges are its /status view (departed substations' series are removed).
 balancers_list() {
-    local want=$1 seen="" i body
-    for i in $(seq 1 20); do
-        body=$(get "$BALANCER/status")
-        [ -z "$body" ] && continue
-        seen+=$("$PY" -c '
+    local body
+    body=$(get "$PROM/api/v1/query?query=sum%20by%20(instance)%20(lb_substation_healthy)")
+    [ -n "$body" ] || body='{"data":{"result":[]}}'
+    "$PY" -c '
 import json, sys
-s = json.loads(sys.argv[1]); want = int(sys.argv[2])
-healthy = [x for x in s["substations"] if x["healthy"]]
-print(s["instance"] + ("=ok" if len(s["substations"]) == want and len(healthy) == want else "=no"))
-' "$body" "$want")$'\n'
-    done
-    # Every instance seen said ok, and there were two.
-    [ "$(printf '%s' "$seen" | sort -u | grep -c '=ok')" -ge 2 ] &&
-        ! printf '%s' "$seen" | grep -q '=no'
+r = json.loads(sys.argv[1])["data"]["result"]
+seen = {x["metric"]["instance"]: float(x["value"][1]) for x in r}
+print(seen)
+sys.exit(0 if len(seen) == 2 and all(v == int(sys.argv[2]) for v in seen.values()) else 1)
+' "$body" "$1"
 }
 wait_for 60 "both balancers list 5 substations" balancers_list 5
 ok "two balancers, each listing the 5 substations it found by DNS (4 + 1 large)"
@@ -202,7 +198,7 @@ tail -3 "$WORK/demo.log"
 ok "causal_demo passed against the Swarm KV nodes (cluster secret read from CLUSTER_SECRET_FILE)"
 
 say "rush hour"
-"$BIN/rush_hour" --target "$ENTRY" --balancer "$BALANCER" --duration 8 --rate 15 --concurrency 16 >"$WORK/rush.log" 2>&1 ||
+"$BIN/rush_hour" --target "$ENTRY" --duration 8 --rate 15 --concurrency 16 >"$WORK/rush.log" 2>&1 ||
     { cat "$WORK/rush.log"; fail "rush_hour failed"; }
 grep -E "granted|refused|errors" "$WORK/rush.log" | head -5 || true
 ok "rush_hour ran through the entry service and both balancers"
@@ -213,18 +209,19 @@ wait_replicas 90
 wait_for 30 "both balancers list 7 substations" balancers_list 7
 ok "scaled to 6 (+1 large) with no other edit: both balancers list all 7 within seconds"
 # Enough sessions that every substation gets some: 70 of 20 kW.
-"$BIN/rush_hour" --target "$ENTRY" --balancer "$BALANCER" --requests 70 --concurrency 8 --power-min 20 --power-max 20 >"$WORK/rush2.log" 2>&1 ||
+"$BIN/rush_hour" --target "$ENTRY" --requests 70 --concurrency 8 --power-min 20 --power-max 20 >"$WORK/rush2.log" 2>&1 ||
     { cat "$WORK/rush2.log"; fail "rush_hour after scaling failed"; }
 all_take_sessions() {
     local body
     body=$(get "$PROM/api/v1/query?query=substation_sessions_started_total")
+    [ -n "$body" ] || body='{"data":{"result":[]}}'
     "$PY" -c '
 import json, sys
 r = json.loads(sys.argv[1])["data"]["result"]
 started = {x["metric"].get("substation", "?"): float(x["value"][1]) for x in r}
 print(started)
 sys.exit(0 if len(started) == 7 and all(v > 0 for v in started.values()) else 1)
-' "${body:-{\"data\":{\"result\":[]}}}"
+' "$body"
 }
 wait_for 60 "every substation has taken sessions (per Prometheus)" all_take_sessions
 ok "requests reached all 7 substations (Prometheus finds them by DNS)"
