@@ -5,6 +5,13 @@
 //! Markdown table of rejection rates next to the pooled Erlang-B floor, and
 //! exits 1 if our policy fails to beat stale argmin and random at any
 //! staleness, or exceeds 1.5x Erlang-B at staleness <= 0.1.
+//!
+//! With `--balancers 1,2,4` it instead runs our policy with k independent
+//! balancers (arrivals round-robin over them, each polling on its own and
+//! accounting only for its own dispatches), over `--seeds` seeds from
+//! `--seed`, and prints the median rejection and peak/mean utilisation for
+//! each k next to their ratio to the single balancer's; it exits 1 if any
+//! k > 1 exceeds 1.1x the single balancer on either figure at staleness <= 0.1.
 
 use clap::Parser;
 
@@ -31,10 +38,92 @@ struct Args {
     /// Seed (same traffic for every policy).
     #[arg(long, default_value_t = 1)]
     seed: u64,
+    /// Compare numbers of independent balancers (our policy) instead of policies, comma-separated.
+    #[arg(long, value_delimiter = ',')]
+    balancers: Vec<usize>,
+    /// Seeds per cell in the balancer comparison (medians are reported).
+    #[arg(long, default_value_t = 1)]
+    seeds: u64,
+}
+
+fn median(mut xs: Vec<f64>) -> f64 {
+    xs.sort_by(f64::total_cmp);
+    let m = xs.len() / 2;
+    if xs.is_empty() {
+        f64::NAN
+    } else if xs.len() % 2 == 1 {
+        xs[m]
+    } else {
+        (xs[m - 1] + xs[m]) / 2.0
+    }
+}
+
+/// Median rejection and peak/mean of our policy with `k` balancers.
+fn balancer_cell(args: &Args, load: f64, staleness: f64, k: usize) -> (f64, f64) {
+    let runs: Vec<_> = (0..args.seeds.max(1))
+        .map(|i| {
+            run(
+                Policy::Ours,
+                &SimConfig {
+                    substations: args.substations,
+                    bays: args.bays,
+                    load,
+                    staleness,
+                    arrivals: args.arrivals,
+                    seed: args.seed + i,
+                    balancers: k,
+                },
+            )
+        })
+        .collect();
+    (
+        median(runs.iter().map(|r| r.rejection).collect()),
+        median(runs.iter().map(|r| r.peak_to_mean).collect()),
+    )
+}
+
+fn compare_balancers(args: &Args) {
+    let mut failures = Vec::new();
+    println!("| load | staleness | balancers | rejection | vs 1 | peak/mean | vs 1 |");
+    println!("|---|---|---|---|---|---|---|");
+    for &load in &args.loads {
+        for &staleness in &args.staleness {
+            let (rej1, ptm1) = balancer_cell(args, load, staleness, 1);
+            for &k in &args.balancers {
+                let (rej, ptm) = if k <= 1 {
+                    (rej1, ptm1)
+                } else {
+                    balancer_cell(args, load, staleness, k)
+                };
+                let (rr, pr) = (rej / rej1, ptm / ptm1);
+                println!(
+                    "| {load:.2} | {staleness} | {k} | {:.2}% | {rr:.3} | {ptm:.3} | {pr:.3} |",
+                    100.0 * rej
+                );
+                if k > 1 && staleness <= 0.1 && !(rr <= 1.1 && pr <= 1.1) {
+                    failures.push(format!(
+                        "load {load} staleness {staleness} balancers {k}: rejection x{rr:.3}, peak/mean x{pr:.3} (limit 1.1)"
+                    ));
+                }
+            }
+        }
+    }
+    if failures.is_empty() {
+        println!("\nall checks passed: with several balancers, rejection and peak/mean stay within 1.1x of one balancer at staleness <= 0.1");
+    } else {
+        for f in &failures {
+            eprintln!("FAIL {f}");
+        }
+        std::process::exit(1);
+    }
 }
 
 fn main() {
     let args = Args::parse();
+    if !args.balancers.is_empty() {
+        compare_balancers(&args);
+        return;
+    }
     let mut failures = Vec::new();
     print!("| load | staleness |");
     for p in Policy::ALL {
@@ -57,13 +146,14 @@ fn main() {
                 staleness,
                 arrivals: args.arrivals,
                 seed: args.seed,
+                balancers: 1,
             };
             let results: Vec<_> = Policy::ALL.iter().map(|&p| (p, run(p, &cfg))).collect();
             let get = |want: Policy| {
                 results
                     .iter()
                     .find(|(p, _)| *p == want)
-                    .map(|(_, r)| *r)
+                    .map(|(_, r)| r.clone())
                     .unwrap_or_else(|| unreachable!("every policy ran"))
             };
             print!("| {load:.2} | {staleness:.2} |");

@@ -6,6 +6,14 @@
 //! over total bays. The balancer polls every substation at once every
 //! `staleness` mean durations; snapshot policies see only the last poll.
 //!
+//! With `balancers` = k > 1 there are k independent balancers, as when
+//! several `load_balancer` replicas sit behind the entry: arrivals go to
+//! them round-robin (as `charge_request` spreads requests), each polls on
+//! its own with the same interval (balancer 0 at time 0, the others at a
+//! random phase, as if started independently), and each keeps its own
+//! router, which accounts only for its own dispatches. What one balancer
+//! sends between its polls is invisible to the others until their next poll.
+//!
 //! Policies:
 //! * `Random`, `RoundRobin`: ignore load.
 //! * `StaleArgmin`: least utilised in the snapshot (herds between polls).
@@ -83,10 +91,12 @@ pub struct SimConfig {
     pub arrivals: u64,
     /// Seed for traffic and for randomised policies.
     pub seed: u64,
+    /// Independent balancers sharing the traffic (0 counts as 1).
+    pub balancers: usize,
 }
 
 /// One simulation run's outcome.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct SimResult {
     /// Fraction of counted arrivals lost.
     pub rejection: f64,
@@ -94,6 +104,14 @@ pub struct SimResult {
     pub peak_to_mean: f64,
     /// Mean utilisation over arrivals.
     pub mean_utilization: f64,
+    /// Arrivals each balancer handled, warm-up included.
+    pub handled: Vec<u64>,
+    /// Arrivals admitted, warm-up included.
+    pub admitted: u64,
+    /// Arrivals lost, warm-up included.
+    pub lost: u64,
+    /// Most sessions ever running on one substation at once.
+    pub max_sessions: u32,
 }
 
 /// Erlang-B blocking probability for `traffic` erlangs on `servers` servers.
@@ -133,69 +151,116 @@ fn exp_sample(rng: &mut SmallRng, mean: f64) -> f64 {
     -u.ln() * mean
 }
 
+/// What one balancer knows: its own router (or snapshot, for the baseline
+/// policies) and when it polls next.
+struct Balancer {
+    router: Router,
+    snapshot: Vec<u32>,
+    rr: usize,
+    next_poll: f64,
+}
+
+impl Balancer {
+    /// Polls every substation at `at`, seeing the truth at that time.
+    fn poll(&mut self, truth: &Truth, capacity_w: f64, at: f64) {
+        for (i, s) in self.snapshot.iter_mut().enumerate() {
+            *s = truth.used(i);
+            let sample = LoadSample {
+                substation: String::new(),
+                power_w: *s as f64 * SESSION_W,
+                capacity_w,
+                sessions: None,
+                started: None,
+            };
+            self.router.observe(i, &sample, at, at);
+        }
+    }
+}
+
 /// Runs one policy on one configuration.
 pub fn run(policy: Policy, cfg: &SimConfig) -> SimResult {
     let n = cfg.substations;
     let bays = cfg.bays;
+    let k = cfg.balancers.max(1);
     let rate = cfg.load * (n as f64) * (bays as f64);
     let mut traffic = SmallRng::seed_from_u64(cfg.seed);
     let mut choice = SmallRng::seed_from_u64(cfg.seed ^ 0x9e37_79b9_7f4a_7c15);
+    let mut phases = SmallRng::seed_from_u64(cfg.seed ^ 0x5851_f42d_4c95_7f2d);
     let mut truth = Truth {
         ends: vec![BinaryHeap::new(); n],
     };
-    let mut snapshot = vec![0u32; n];
     let router_cfg = RouterConfig {
         track_ends: policy != Policy::OursNoEnds,
         ..RouterConfig::default()
     };
-    let mut router = Router::new(
-        (0..n).map(|i| format!("s{i}")).collect(),
-        router_cfg,
-        cfg.seed,
-    );
-    let capacity_w = bays as f64 * SESSION_W;
     let interval = cfg.staleness;
-    let mut next_poll = 0.0;
-    let mut rr = 0usize;
+    let fresh = interval <= 0.0;
+    let mut balancers: Vec<Balancer> = (0..k)
+        .map(|b| Balancer {
+            // Balancer 0 is seeded and phased as a lone balancer, so k = 1
+            // reproduces the single-balancer runs exactly.
+            router: Router::new(
+                (0..n).map(|i| format!("s{i}")).collect(),
+                router_cfg,
+                cfg.seed
+                    .wrapping_add((b as u64).wrapping_mul(0x2545_f491_4f6c_dd1d)),
+            ),
+            snapshot: vec![0u32; n],
+            rr: 0,
+            next_poll: if b == 0 || fresh {
+                0.0
+            } else {
+                phases.gen_range(0.0..interval)
+            },
+        })
+        .collect();
+    let capacity_w = bays as f64 * SESSION_W;
     let mut t = 0.0;
     let warmup = cfg.arrivals / 10;
     let (mut counted, mut lost) = (0u64, 0u64);
     let (mut ptm_sum, mut util_sum, mut samples) = (0.0, 0.0, 0u64);
+    let mut handled = vec![0u64; k];
+    let (mut admitted_all, mut lost_all, mut max_sessions) = (0u64, 0u64, 0u32);
     let mut exclude = Vec::with_capacity(n);
 
-    for k in 0..cfg.arrivals {
+    for arrival in 0..cfg.arrivals {
         t += exp_sample(&mut traffic, 1.0 / rate);
         let duration = exp_sample(&mut traffic, 1.0);
-        // Polls due before this arrival, each seeing the truth at its time.
-        let fresh = interval <= 0.0;
-        while fresh || next_poll <= t {
-            let at = if fresh { t } else { next_poll };
-            truth.advance((at * NS) as u64);
-            for (i, s) in snapshot.iter_mut().enumerate() {
-                *s = truth.used(i);
-                let sample = LoadSample {
-                    substation: String::new(),
-                    power_w: *s as f64 * SESSION_W,
-                    capacity_w,
-                    sessions: None,
-                    started: None,
-                };
-                router.observe(i, &sample, at, at);
+        // Round-robin over balancers, as the entry service spreads requests.
+        let b = (arrival % k as u64) as usize;
+        handled[b] += 1;
+        if fresh {
+            truth.advance((t * NS) as u64);
+            balancers[b].poll(&truth, capacity_w, t);
+        } else {
+            // Every balancer's polls due before this arrival, in time order,
+            // each seeing the truth at its time.
+            loop {
+                let (due, at) = balancers
+                    .iter()
+                    .enumerate()
+                    .map(|(j, x)| (j, x.next_poll))
+                    .min_by(|x, y| x.1.total_cmp(&y.1))
+                    .unwrap_or((0, f64::INFINITY));
+                if at > t {
+                    break;
+                }
+                truth.advance((at * NS) as u64);
+                balancers[due].poll(&truth, capacity_w, at);
+                balancers[due].next_poll += interval;
             }
-            if fresh {
-                break;
-            }
-            next_poll += interval;
         }
         truth.advance((t * NS) as u64);
         let end = ((t + duration) * NS) as u64;
+        let bal = &mut balancers[b];
         let admitted = match policy {
             Policy::Random | Policy::RoundRobin | Policy::StaleArgmin | Policy::PowerOfTwo => {
+                let snapshot = &bal.snapshot;
                 let i = match policy {
                     Policy::Random => choice.gen_range(0..n),
                     Policy::RoundRobin => {
-                        rr = (rr + 1) % n;
-                        rr
+                        bal.rr = (bal.rr + 1) % n;
+                        bal.rr
                     }
                     Policy::StaleArgmin => {
                         let min = snapshot.iter().copied().min().unwrap_or(0);
@@ -220,6 +285,7 @@ pub fn run(policy: Policy, cfg: &SimConfig) -> SimResult {
                 }
             }
             Policy::Ours | Policy::OursNoEnds => {
+                let router = &mut bal.router;
                 exclude.clear();
                 let mut ok = false;
                 while let Some(ticket) = router.reserve(SESSION_W, &exclude, t) {
@@ -235,13 +301,19 @@ pub fn run(policy: Policy, cfg: &SimConfig) -> SimResult {
                 ok
             }
         };
-        if k >= warmup {
+        if admitted {
+            admitted_all += 1;
+        } else {
+            lost_all += 1;
+        }
+        let max = (0..n).map(|i| truth.used(i)).max().unwrap_or(0);
+        max_sessions = max_sessions.max(max);
+        if arrival >= warmup {
             counted += 1;
             if !admitted {
                 lost += 1;
             }
             let total: u32 = (0..n).map(|i| truth.used(i)).sum();
-            let max = (0..n).map(|i| truth.used(i)).max().unwrap_or(0);
             if total > 0 {
                 let mean = total as f64 / n as f64;
                 ptm_sum += max as f64 / mean;
@@ -254,6 +326,10 @@ pub fn run(policy: Policy, cfg: &SimConfig) -> SimResult {
         rejection: lost as f64 / counted.max(1) as f64,
         peak_to_mean: ptm_sum / samples.max(1) as f64,
         mean_utilization: util_sum / samples.max(1) as f64,
+        handled,
+        admitted: admitted_all,
+        lost: lost_all,
+        max_sessions,
     }
 }
 
@@ -279,6 +355,7 @@ mod tests {
                 staleness,
                 arrivals: 60_000,
                 seed: 11,
+                balancers: 1,
             };
             let ours = run(Policy::Ours, &cfg).rejection;
             let argmin = run(Policy::StaleArgmin, &cfg).rejection;
@@ -303,6 +380,7 @@ mod tests {
             staleness: 0.1,
             arrivals: 60_000,
             seed: 3,
+            balancers: 1,
         };
         let fresh = run(
             Policy::StaleArgmin,
@@ -316,5 +394,76 @@ mod tests {
             stale.rejection > 2.0 * fresh.rejection,
             "{stale:?} {fresh:?}"
         );
+    }
+
+    fn k_cfg(balancers: usize) -> SimConfig {
+        SimConfig {
+            substations: 5,
+            bays: 20,
+            load: 0.9,
+            staleness: 0.1,
+            arrivals: 30_001,
+            seed: 5,
+            balancers,
+        }
+    }
+
+    #[test]
+    fn k_balancers_split_traffic_and_handle_each_request_once() {
+        for policy in Policy::ALL {
+            for k in [1, 2, 3, 4] {
+                let cfg = k_cfg(k);
+                let r = run(policy, &cfg);
+                // Round-robin: each balancer gets its share, to within one.
+                assert_eq!(r.handled.len(), k);
+                assert_eq!(r.handled.iter().sum::<u64>(), cfg.arrivals);
+                let (lo, hi) = (cfg.arrivals / k as u64, cfg.arrivals.div_ceil(k as u64));
+                assert!(
+                    r.handled.iter().all(|&h| h == lo || h == hi),
+                    "{policy:?} k={k}: {:?}",
+                    r.handled
+                );
+                // Each request is admitted or lost, never both nor neither.
+                assert_eq!(r.admitted + r.lost, cfg.arrivals, "{policy:?} k={k}");
+                assert!(r.max_sessions <= cfg.bays, "{policy:?} k={k}: {r:?}");
+                assert!(r.rejection > 0.0 && r.rejection < 1.0, "{r:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn one_balancer_is_the_single_balancer_model_and_runs_are_deterministic() {
+        let one = run(Policy::Ours, &k_cfg(1));
+        let zero = run(Policy::Ours, &k_cfg(0));
+        assert_eq!(one, zero, "0 balancers counts as 1");
+        let four = run(Policy::Ours, &k_cfg(4));
+        assert_eq!(four, run(Policy::Ours, &k_cfg(4)), "same seed, same run");
+        assert_ne!(one, four);
+        // Same traffic and the same admission rule: totals differ only by
+        // where the sessions went, and which were lost.
+        assert_eq!(
+            one.admitted + one.lost,
+            four.admitted + four.lost,
+            "same arrivals"
+        );
+    }
+
+    #[test]
+    fn k_balancers_with_our_router_stay_near_one_balancer() {
+        // Peak/mean stays within 1.1x; rejection rises (each balancer's
+        // estimate misses the others' ended sessions), but boundedly.
+        let one = run(Policy::Ours, &k_cfg(1));
+        for k in [2, 4] {
+            let r = run(Policy::Ours, &k_cfg(k));
+            assert!(r.rejection >= one.rejection, "k={k}: {r:?} vs {one:?}");
+            assert!(
+                r.rejection <= 1.5 * one.rejection,
+                "k={k}: {r:?} vs {one:?}"
+            );
+            assert!(
+                r.peak_to_mean <= 1.1 * one.peak_to_mean,
+                "k={k}: {r:?} vs {one:?}"
+            );
+        }
     }
 }
