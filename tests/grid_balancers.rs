@@ -128,3 +128,30 @@ async fn balancers_found_by_dns_are_spread_over_and_a_dead_one_is_skipped() {
         answers.iter().filter(|x| x.0 != 200).collect::<Vec<_>>()
     );
 }
+
+/// A balancer that finds no room answers 503, and the entry service tries
+/// the next balancer, whose view may differ: the request is refused only
+/// when every balancer finds no room.
+#[actix_rt::test]
+async fn a_request_one_balancer_cannot_place_goes_to_the_next() {
+    // Balancer a only knows a full substation; b knows one with room.
+    let full = start_substation("full", 10.0, "127.0.0.1:0");
+    let roomy = start_substation("roomy", 500.0, "127.0.0.1:0");
+    let a = balancer_on(&[full.url()], "127.0.0.1:0").unwrap();
+    let b = balancer_on(&[roomy.url()], "127.0.0.1:0").unwrap();
+    let client = client();
+    await_all_healthy(&client, &a.url(), 1).await;
+    await_all_healthy(&client, &b.url(), 1).await;
+    let entry = start_entry(&format!("{},{}", a.url(), b.url()), "127.0.0.1:0");
+    let target = format!("{}/request_charge", entry.url());
+    let answers = burst(&client, &target, charge(20.0, 50.0), 20, 2).await;
+    assert!(
+        answers.iter().all(|x| x.0 == 200),
+        "{:?}",
+        answers.iter().filter(|x| x.0 != 200).collect::<Vec<_>>()
+    );
+    assert_eq!(decisions(&client, &b.url()).await, 20.0, "all placed by b");
+    // When no balancer has room the answer is a 503, not an error.
+    let (status, _, body) = post(&client, &target, &charge(300.0, 50.0)).await;
+    assert_eq!(status, 503, "{body}");
+}

@@ -252,9 +252,9 @@ pub fn run(policy: Policy, cfg: &SimConfig) -> SimResult {
         }
         truth.advance((t * NS) as u64);
         let end = ((t + duration) * NS) as u64;
-        let bal = &mut balancers[b];
         let admitted = match policy {
             Policy::Random | Policy::RoundRobin | Policy::StaleArgmin | Policy::PowerOfTwo => {
+                let bal = &mut balancers[b];
                 let snapshot = &bal.snapshot;
                 let i = match policy {
                     Policy::Random => choice.gen_range(0..n),
@@ -285,18 +285,27 @@ pub fn run(policy: Policy, cfg: &SimConfig) -> SimResult {
                 }
             }
             Policy::Ours | Policy::OursNoEnds => {
-                let router = &mut bal.router;
-                exclude.clear();
+                // As the entry service does: a balancer that finds no room
+                // answers 503, and the request goes to the next balancer,
+                // whose view (its own dispatches, its own poll phase) may
+                // differ; it is lost only when every balancer finds none.
                 let mut ok = false;
-                while let Some(ticket) = router.reserve(SESSION_W, &exclude, t) {
-                    if truth.used(ticket.index) < bays {
-                        truth.ends[ticket.index].push(std::cmp::Reverse(end));
-                        router.confirm(&ticket, duration, None, t);
-                        ok = true;
+                for step in 0..k {
+                    let router = &mut balancers[(b + step) % k].router;
+                    exclude.clear();
+                    while let Some(ticket) = router.reserve(SESSION_W, &exclude, t) {
+                        if truth.used(ticket.index) < bays {
+                            truth.ends[ticket.index].push(std::cmp::Reverse(end));
+                            router.confirm(&ticket, duration, None, t);
+                            ok = true;
+                            break;
+                        }
+                        router.refused(&ticket);
+                        exclude.push(ticket.index);
+                    }
+                    if ok {
                         break;
                     }
-                    router.refused(&ticket);
-                    exclude.push(ticket.index);
                 }
                 ok
             }
@@ -450,14 +459,14 @@ mod tests {
 
     #[test]
     fn k_balancers_with_our_router_stay_near_one_balancer() {
-        // Peak/mean stays within 1.1x; rejection rises (each balancer's
-        // estimate misses the others' ended sessions), but boundedly.
+        // Peak/mean stays within 1.1x, and with the entry trying the next
+        // balancer when one finds no room, a request is lost only when
+        // every balancer finds none: rejection stays within 1.1x too.
         let one = run(Policy::Ours, &k_cfg(1));
         for k in [2, 4] {
             let r = run(Policy::Ours, &k_cfg(k));
-            assert!(r.rejection >= one.rejection, "k={k}: {r:?} vs {one:?}");
             assert!(
-                r.rejection <= 1.5 * one.rejection,
+                r.rejection <= 1.1 * one.rejection,
                 "k={k}: {r:?} vs {one:?}"
             );
             assert!(

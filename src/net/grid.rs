@@ -122,10 +122,12 @@ struct Route {
 
 /// The balancers as seen from one worker of the entry service: its own
 /// client, created once. Requests go round-robin over the balancers (listed
-/// or found by DNS); one that cannot be reached is skipped for a second and
-/// the request goes to the next (a connection refused means the request was
-/// never delivered, so resending it cannot book a session twice; a timeout
-/// after sending is not retried, for the same reason).
+/// or found by DNS). The request goes on to the next balancer when one
+/// cannot be reached (skipped for a second then: a refused connection was
+/// never delivered, so resending cannot book a session twice) or finds no
+/// room (a 503 books nothing; another balancer's view may differ, and
+/// `grid_sim --balancers` shows that this keeps rejection at one
+/// balancer's). A timeout after sending is not retried: it may have booked.
 pub struct BalancerClient {
     client: awc::Client,
     targets: Vec<Target>,
@@ -236,10 +238,17 @@ impl BalancerClient {
         };
         self.refresh().await;
         let mut unreachable = Vec::new();
+        let mut refused = None;
         for url in self.order() {
             return match post_charge(&self.client, &url, &valid).await {
                 Forwarded::Granted(g) => (Outcome::Accepted, Ok(g)),
-                Forwarded::Refused(m) => (Outcome::Rejected, Err(Error::unavailable(m))),
+                Forwarded::Refused(m) => {
+                    // No room in this balancer's view; nothing was booked.
+                    // Another balancer's view (its own dispatches and ended
+                    // sessions, its own poll phase) may differ.
+                    refused = Some(m);
+                    continue;
+                }
                 Forwarded::Invalid(m) => (Outcome::Invalid, Err(Error::invalid(m))),
                 Forwarded::Unreachable(m) => {
                     // Never delivered: the next balancer may take it.
@@ -253,6 +262,9 @@ impl BalancerClient {
                 ),
                 Forwarded::Failed(m) => (Outcome::Error, Err(Error::unavailable(m))),
             };
+        }
+        if let Some(m) = refused {
+            return (Outcome::Rejected, Err(Error::unavailable(m)));
         }
         let why = match unreachable.is_empty() {
             true => "no load balancer address is known".to_string(),
