@@ -64,11 +64,7 @@ async fn requests_spread_over_listed_balancers_and_fail_over() {
     a.stop().await;
     answers.extend(burst(&client, &target, charge(5.0, 50.0), 20, 2).await);
     assert_eq!(decisions(&client, &b.url()).await, db + 20.0);
-    assert!(
-        answers.iter().all(|x| x.0 == 200),
-        "{:?}",
-        answers.iter().filter(|x| x.0 != 200).collect::<Vec<_>>()
-    );
+    assert_all_granted(&answers);
 }
 
 #[actix_rt::test]
@@ -122,11 +118,7 @@ async fn balancers_found_by_dns_are_spread_over_and_a_dead_one_is_skipped() {
     a.stop().await;
     answers.extend(burst(&client, &target, charge(5.0, 50.0), 20, 2).await);
     assert_eq!(decisions(&client, &b.url()).await, db + 20.0);
-    assert!(
-        answers.iter().all(|x| x.0 == 200),
-        "{:?}",
-        answers.iter().filter(|x| x.0 != 200).collect::<Vec<_>>()
-    );
+    assert_all_granted(&answers);
 }
 
 /// A balancer that finds no room answers 503, and the entry service tries
@@ -145,11 +137,7 @@ async fn a_request_one_balancer_cannot_place_goes_to_the_next() {
     let entry = start_entry(&format!("{},{}", a.url(), b.url()), "127.0.0.1:0");
     let target = format!("{}/request_charge", entry.url());
     let answers = burst(&client, &target, charge(20.0, 50.0), 20, 2).await;
-    assert!(
-        answers.iter().all(|x| x.0 == 200),
-        "{:?}",
-        answers.iter().filter(|x| x.0 != 200).collect::<Vec<_>>()
-    );
+    assert_all_granted(&answers);
     assert_eq!(decisions(&client, &b.url()).await, 20.0, "all placed by b");
     // When no balancer has room the answer is a 503, not an error.
     let (status, _, body) = post(&client, &target, &charge(300.0, 50.0)).await;

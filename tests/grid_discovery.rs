@@ -45,6 +45,22 @@ fn substations(n: usize) -> (Vec<Running>, u16) {
     panic!("no port free on every loopback address");
 }
 
+/// A balancer over `dns+http://substation.test:<port>`, resolved by
+/// `resolver`, polling every 100 ms.
+fn dns_balancer(port: u16, resolver: Resolver) -> Running {
+    balancer::start_with_resolver(
+        BalancerConfig {
+            listen_addr: "127.0.0.1:0".into(),
+            substations: vec![format!("dns+http://substation.test:{port}")],
+            poll_interval: Duration::from_millis(100),
+            seed: Some(7),
+        },
+        false,
+        resolver,
+    )
+    .expect("balancer starts")
+}
+
 fn ip(i: usize) -> IpAddr {
     format!("127.0.0.{}", i + 2).parse().unwrap()
 }
@@ -81,17 +97,7 @@ async fn substations_found_by_dns_join_leave_and_return_while_requests_flow() {
             Box::pin(async move { Ok(ips) })
         })
     };
-    let lb = balancer::start_with_resolver(
-        BalancerConfig {
-            listen_addr: "127.0.0.1:0".into(),
-            substations: vec![format!("dns+http://substation.test:{port}")],
-            poll_interval: Duration::from_millis(100),
-            seed: Some(7),
-        },
-        false,
-        resolver,
-    )
-    .expect("balancer starts");
+    let lb = dns_balancer(port, resolver);
     let entry = start_entry(&lb.url(), "127.0.0.1:0");
     let client = client();
     let lb_url = lb.url();
@@ -151,11 +157,7 @@ async fn substations_found_by_dns_join_leave_and_return_while_requests_flow() {
     );
 
     assert_eq!(answers.len(), 110);
-    assert!(
-        answers.iter().all(|a| a.0 == 200),
-        "every request granted: {:?}",
-        answers.iter().filter(|a| a.0 != 200).collect::<Vec<_>>()
-    );
+    assert_all_granted(&answers);
 }
 
 /// A failed resolution keeps the substations of the last answer.
@@ -176,17 +178,7 @@ async fn a_failed_resolution_keeps_the_last_answer() {
             })
         })
     };
-    let lb = balancer::start_with_resolver(
-        BalancerConfig {
-            listen_addr: "127.0.0.1:0".into(),
-            substations: vec![format!("dns+http://substation.test:{port}")],
-            poll_interval: Duration::from_millis(100),
-            seed: Some(7),
-        },
-        false,
-        resolver,
-    )
-    .expect("balancer starts");
+    let lb = dns_balancer(port, resolver);
     let client = client();
     let lb_url = lb.url();
     await_all_healthy(&client, &lb_url, 1).await;

@@ -258,3 +258,9 @@ pub async fn is_healthy(client: &awc::Client, lb: &str, index: usize) -> Option<
     let s = get_json(client, &format!("{lb}/status")).await?;
     s["substations"][index]["healthy"].as_bool()
 }
+
+/// Asserts every answer of a burst was a 200, naming the others.
+pub fn assert_all_granted(answers: &[(u16, bool, Value)]) {
+    let refused: Vec<_> = answers.iter().filter(|a| a.0 != 200).collect();
+    assert!(refused.is_empty(), "not granted: {refused:?}");
+}
