@@ -40,24 +40,11 @@
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
-START=$(date +%s)
-
-say() { printf '\n== %s\n' "$*"; }
-CHECKED=()
+E2E_NAME=e2e-compose
+# shellcheck source=scripts/e2e-lib.sh
+. scripts/e2e-lib.sh
 FAULTS=()
-ok() {
-    CHECKED+=("$*")
-    printf 'ok: %s\n' "$*"
-}
-fail() {
-    printf 'FAILED: %s\n' "$*" >&2
-    exit 1
-}
-
-if ! command -v docker >/dev/null 2>&1 || ! docker info >/dev/null 2>&1; then
-    echo "e2e-compose: skipped: no Docker engine is reachable"
-    exit 0
-fi
+require_docker
 
 if [ -n "${E2E_COMPOSE:-}" ]; then
     read -r -a COMPOSE <<<"$E2E_COMPOSE"
@@ -116,11 +103,7 @@ trap 'exit 130' INT TERM
 COMPOSE_VERSION=$("${COMPOSE[@]}" version --short 2>/dev/null || true)
 say "compose: ${COMPOSE[*]} ($COMPOSE_VERSION), project $COMPOSE_PROJECT_NAME, scope $SCOPE"
 
-for port in 5001 5002 5003 6000 7000 9090; do
-    if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
-        fail "port $port is already in use on this machine; stop whatever listens there"
-    fi
-done
+require_free_ports 5001 5002 5003 6000 7000 9090
 
 say "base images"
 bash scripts/airgap-images.sh

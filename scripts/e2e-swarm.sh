@@ -22,22 +22,10 @@
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
-START=$(date +%s)
-say() { printf '\n== %s\n' "$*"; }
-CHECKED=()
-ok() {
-    CHECKED+=("$*")
-    printf 'ok: %s\n' "$*"
-}
-fail() {
-    printf 'FAILED: %s\n' "$*" >&2
-    exit 1
-}
-
-if ! command -v docker >/dev/null 2>&1 || ! docker info >/dev/null 2>&1; then
-    echo "e2e-swarm: skipped: no Docker engine is reachable"
-    exit 0
-fi
+E2E_NAME=e2e-swarm
+# shellcheck source=scripts/e2e-lib.sh
+. scripts/e2e-lib.sh
+require_docker
 
 STACK=${E2E_STACK:-causalgridswarm}
 NODES=(http://localhost:5001 http://localhost:5002 http://localhost:5003)
@@ -96,11 +84,7 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-for port in 5001 5002 5003 6000 9090; do
-    if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
-        fail "port $port is already in use on this machine; stop whatever listens there"
-    fi
-done
+require_free_ports 5001 5002 5003 6000 9090
 
 # ---------------------------------------------------------------------------
 say "swarm"
@@ -174,20 +158,27 @@ entry_up() { curl -fsS --max-time 3 "$ENTRY/health" >/dev/null 2>&1; }
 wait_for 60 "entry service up" entry_up
 ok "every service runs its replicas; the three KV nodes are ready"
 
+# prom_values QUERY LABEL: one "label value" line per series of an instant
+# query to Prometheus (nothing while it cannot answer).
+prom_values() {
+    local body
+    body=$(get "$PROM/api/v1/query?query=$1")
+    [ -n "$body" ] || return 0
+    "$PY" -c '
+import json, sys
+for x in json.loads(sys.argv[1])["data"]["result"]:
+    print(x["metric"].get(sys.argv[2], "?"), x["value"][1])
+' "$body" "$2"
+}
+
 # balancers_list N: each of the two balancers (Prometheus scrapes both, found
 # by DNS) sees exactly N healthy substations: its `lb_substation_healthy`
 # gauges are its /status view (departed substations' series are removed).
 balancers_list() {
-    local body
-    body=$(get "$PROM/api/v1/query?query=sum%20by%20(instance)%20(lb_substation_healthy)")
-    [ -n "$body" ] || body='{"data":{"result":[]}}'
-    "$PY" -c '
-import json, sys
-r = json.loads(sys.argv[1])["data"]["result"]
-seen = {x["metric"]["instance"]: float(x["value"][1]) for x in r}
-print(seen)
-sys.exit(0 if len(seen) == 2 and all(v == int(sys.argv[2]) for v in seen.values()) else 1)
-' "$body" "$1"
+    local v
+    v=$(prom_values "sum%20by%20(instance)%20(lb_substation_healthy)" instance)
+    echo "$v"
+    [ "$(awk 'NF' <<<"$v" | wc -l)" -eq 2 ] && [ "$(awk -v n="$1" 'NF && $2 == n' <<<"$v" | wc -l)" -eq 2 ]
 }
 wait_for 60 "both balancers list 5 substations" balancers_list 5
 ok "two balancers, each listing the 5 substations it found by DNS (4 + 1 large)"
@@ -212,16 +203,10 @@ ok "scaled to 6 (+1 large) with no other edit: both balancers list all 7 within 
 "$BIN/rush_hour" --target "$ENTRY" --requests 70 --concurrency 8 --power-min 20 --power-max 20 >"$WORK/rush2.log" 2>&1 ||
     { cat "$WORK/rush2.log"; fail "rush_hour after scaling failed"; }
 all_take_sessions() {
-    local body
-    body=$(get "$PROM/api/v1/query?query=substation_sessions_started_total")
-    [ -n "$body" ] || body='{"data":{"result":[]}}'
-    "$PY" -c '
-import json, sys
-r = json.loads(sys.argv[1])["data"]["result"]
-started = {x["metric"].get("substation", "?"): float(x["value"][1]) for x in r}
-print(started)
-sys.exit(0 if len(started) == 7 and all(v > 0 for v in started.values()) else 1)
-' "$body"
+    local v
+    v=$(prom_values substation_sessions_started_total substation)
+    echo "$v"
+    [ "$(awk 'NF' <<<"$v" | wc -l)" -eq 7 ] && [ "$(awk 'NF && $2 > 0' <<<"$v" | wc -l)" -eq 7 ]
 }
 wait_for 60 "every substation has taken sessions (per Prometheus)" all_take_sessions
 ok "requests reached all 7 substations (Prometheus finds them by DNS)"

@@ -272,7 +272,7 @@ fn recover(db: &Database, me: NodeId, n: usize) -> Result<Recovered> {
     {
         let identity = serde_json::json!({"node": me, "cluster_size": n}).to_string();
         let txn = db.begin_write().map_err(dberr("begin"))?;
-        let delivered = {
+        let (delivered, rebuilding) = {
             let mut meta = txn.open_table(META).map_err(dberr("open meta"))?;
             let found = meta
                 .get("identity")
@@ -304,7 +304,6 @@ fn recover(db: &Database, me: NodeId, n: usize) -> Result<Recovered> {
                 .is_some();
             (delivered, rebuilding)
         };
-        let (delivered, rebuilding) = delivered;
         txn.open_table(KV).map_err(dberr("open kv"))?;
         txn.open_table(LOG).map_err(dberr("open log"))?;
         txn.commit().map_err(dberr("commit"))?;
