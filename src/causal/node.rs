@@ -457,11 +457,6 @@ impl<R> Node<R> {
         &self.durable
     }
 
-    /// True once the node serves clients.
-    pub fn is_ready(&self) -> bool {
-        self.phase == Phase::Ready && self.halted.is_none()
-    }
-
     /// Writes held for peers (durable, not yet causally stable).
     pub fn log_entries(&self) -> usize {
         self.log.len()
@@ -934,7 +929,7 @@ mod tests {
             .any(|e| matches!(e, Effect::Refused { .. })));
         let done = node.step(Input::Persisted(group));
         assert!(done.contains(&Effect::Ready));
-        assert!(node.is_ready());
+        assert!(node.not_ready().is_none());
     }
 
     #[test]
