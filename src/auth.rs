@@ -193,6 +193,39 @@ pub fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
+/// A static bearer token for operator routes (`Authorization: Bearer <token>`),
+/// such as a substation's `PUT /limit`. Compared in constant time.
+#[derive(Clone)]
+pub struct BearerToken(String);
+
+impl std::fmt::Debug for BearerToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("BearerToken(<secret>)")
+    }
+}
+
+impl BearerToken {
+    /// A token; empty tokens are refused (they would let anyone in).
+    pub fn new(token: String) -> Result<Self> {
+        if token.is_empty() {
+            return Err(Error::config("an admin token must not be empty"));
+        }
+        Ok(BearerToken(token))
+    }
+
+    /// Checks an `Authorization` header value.
+    pub fn check(&self, header: Option<&str>) -> Result<()> {
+        let presented = header
+            .and_then(|h| h.strip_prefix("Bearer "))
+            .ok_or_else(|| Error::Unauthorized("missing Authorization: Bearer <token>".into()))?;
+        if bool::from(presented.as_bytes().ct_eq(self.0.as_bytes())) {
+            Ok(())
+        } else {
+            Err(Error::Unauthorized("wrong token".into()))
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -288,5 +321,25 @@ mod tests {
     #[test]
     fn empty_secret_is_a_config_error() {
         assert!(matches!(Signer::new(""), Err(Error::Config(_))));
+    }
+
+    #[test]
+    fn bearer_tokens_are_checked() {
+        let t = BearerToken::new("s3cret".into()).unwrap();
+        assert!(t.check(Some("Bearer s3cret")).is_ok());
+        for bad in [
+            None,
+            Some("s3cret"),
+            Some("Bearer s3cre"),
+            Some("Bearer s3cret "),
+            Some("Basic s3cret"),
+        ] {
+            assert!(
+                matches!(t.check(bad), Err(Error::Unauthorized(_))),
+                "{bad:?}"
+            );
+        }
+        assert!(BearerToken::new(String::new()).is_err());
+        assert!(!format!("{t:?}").contains("s3cret"));
     }
 }

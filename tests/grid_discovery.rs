@@ -33,6 +33,7 @@ fn substations(n: usize) -> (Vec<Running>, u16) {
                 listen_addr: format!("127.0.0.{}:{port}", i + 2),
                 capacity_kw: 1000.0,
                 time_scale: 1.0,
+                admin_token: None,
             };
             match substation::start(cfg, false) {
                 Ok(r) => running.push(r),

@@ -80,6 +80,7 @@ async fn run(args: Args) -> causal_grid::Result<()> {
             listen_addr: format!("{host}:800{}", i + 1),
             capacity_kw: *capacity_kw,
             time_scale: args.time_scale,
+            admin_token: None,
         };
         cfg.check()?;
         let r = service::substation::start(cfg, false)?;

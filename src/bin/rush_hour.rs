@@ -307,6 +307,7 @@ async fn main() {
                 vehicle_id: Some(format!("ev-{n:x}")),
                 power_kw: Some(draw(&mut rng, args.power_min, args.power_max)),
                 energy_kwh: Some(draw(&mut rng, args.energy_min, args.energy_max)),
+                min_power_kw: None,
             }
         }
     };

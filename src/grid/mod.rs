@@ -6,7 +6,7 @@
 //! `grid_sim` drive exactly the code the balancer runs.
 //!
 //! * [`request`]: the wire types shared by the three services, and validation.
-//! * [`session`]: a substation's sessions under its transformer limit.
+//! * [`session`]: a substation's sessions sharing power under its limit.
 //! * [`exposition`]: a parser for the Prometheus text format, which is how
 //!   the balancer learns each substation's load.
 //! * [`router`]: least estimated utilisation with local accounting between
@@ -23,4 +23,4 @@ pub mod sim;
 pub use exposition::LoadSample;
 pub use request::{ChargeGranted, ChargeRequest, ValidRequest};
 pub use router::{Router, RouterConfig, SubstationView, Ticket};
-pub use session::{Admitted, Charger, Refusal};
+pub use session::{Admitted, Charger, Refusal, SessionInfo, SessionState};

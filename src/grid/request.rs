@@ -34,6 +34,10 @@ pub struct ChargeRequest {
     /// Energy to deliver in kWh, in (0, 200]; default 30.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub energy_kwh: Option<f64>,
+    /// The least power the vehicle accepts while others share the
+    /// substation, kW, in (0, power_kw]; default `power_kw` (never curtailed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_power_kw: Option<f64>,
 }
 
 /// A request whose fields are present and in range.
@@ -45,6 +49,8 @@ pub struct ValidRequest {
     pub power_kw: f64,
     /// Energy to deliver in kWh.
     pub energy_kwh: f64,
+    /// The least power the session accepts, kW (`<= power_kw`).
+    pub min_power_kw: f64,
 }
 
 impl ValidRequest {
@@ -53,12 +59,28 @@ impl ValidRequest {
         self.power_kw * 1000.0
     }
 
+    /// Minimum power in watts.
+    pub fn min_power_w(&self) -> f64 {
+        self.min_power_kw * 1000.0
+    }
+
+    /// A request for `power_kw` and `energy_kwh` that is never curtailed.
+    pub fn fixed(power_kw: f64, energy_kwh: f64) -> Self {
+        ValidRequest {
+            vehicle_id: None,
+            power_kw,
+            energy_kwh,
+            min_power_kw: power_kw,
+        }
+    }
+
     /// Back to the wire form with every field filled in.
     pub fn to_request(&self) -> ChargeRequest {
         ChargeRequest {
             vehicle_id: self.vehicle_id.clone(),
             power_kw: Some(self.power_kw),
             energy_kwh: Some(self.energy_kwh),
+            min_power_kw: Some(self.min_power_kw),
         }
     }
 }
@@ -80,6 +102,12 @@ impl ChargeRequest {
                 "energy_kwh must be in (0, {MAX_ENERGY_KWH}], got {energy_kwh}"
             )));
         }
+        let min_power_kw = self.min_power_kw.unwrap_or(power_kw);
+        if !(min_power_kw > 0.0 && min_power_kw <= power_kw) {
+            return Err(Error::invalid(format!(
+                "min_power_kw must be in (0, power_kw = {power_kw}], got {min_power_kw}"
+            )));
+        }
         if let Some(id) = &self.vehicle_id {
             if id.len() > MAX_VEHICLE_ID_LEN {
                 return Err(Error::invalid(format!(
@@ -91,6 +119,7 @@ impl ChargeRequest {
             vehicle_id: self.vehicle_id.clone(),
             power_kw,
             energy_kwh,
+            min_power_kw,
         })
     }
 }
@@ -102,11 +131,19 @@ pub struct ChargeGranted {
     pub session_id: String,
     /// The substation that admitted the session.
     pub substation: String,
-    /// Admitted power in kW (always the requested power in this version).
+    /// Power granted at admission, kW: in [min_power_kw, requested_power_kw].
+    /// It changes as other sessions come and go (`GET /sessions/{id}`).
     pub power_kw: f64,
+    /// Power the request asked for, kW.
+    #[serde(default)]
+    pub requested_power_kw: f64,
+    /// The least power the session accepts, kW.
+    #[serde(default)]
+    pub min_power_kw: f64,
     /// Energy the session will deliver, kWh.
     pub energy_kwh: f64,
-    /// Real seconds until the session ends and frees its power.
+    /// Estimated real seconds until the session ends and frees its power,
+    /// at the power granted now (it ends when its energy is delivered).
     pub ends_in_s: f64,
     /// The substation's admission sequence number (its
     /// `substation_sessions_started_total` right after this admission), so
@@ -124,6 +161,10 @@ mod tests {
         let ok = ChargeRequest::default().validate().unwrap();
         assert_eq!(ok.power_kw, DEFAULT_POWER_KW);
         assert_eq!(ok.energy_kwh, DEFAULT_ENERGY_KWH);
+        assert_eq!(
+            ok.min_power_kw, DEFAULT_POWER_KW,
+            "the minimum defaults to the request"
+        );
         for (p, e) in [
             (0.0, 1.0),
             (-1.0, 1.0),
@@ -135,6 +176,7 @@ mod tests {
                 vehicle_id: None,
                 power_kw: Some(p),
                 energy_kwh: Some(e),
+                min_power_kw: None,
             };
             assert!(req.validate().is_err(), "{p} {e} accepted");
         }
@@ -142,8 +184,23 @@ mod tests {
             vehicle_id: Some("ev".into()),
             power_kw: Some(350.0),
             energy_kwh: Some(200.0),
+            min_power_kw: Some(0.001),
         };
         assert!(edge.validate().is_ok());
+        for min in [0.0, -1.0, 50.5, f64::NAN] {
+            let req = ChargeRequest {
+                power_kw: Some(50.0),
+                min_power_kw: Some(min),
+                ..ChargeRequest::default()
+            };
+            assert!(req.validate().is_err(), "min {min} accepted");
+        }
+        let curtailable = ChargeRequest {
+            power_kw: Some(150.0),
+            min_power_kw: Some(50.0),
+            ..ChargeRequest::default()
+        };
+        assert_eq!(curtailable.validate().unwrap().min_power_w(), 50_000.0);
     }
 
     #[test]

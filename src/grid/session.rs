@@ -1,27 +1,51 @@
-//! The substation's session model: admission under a transformer limit.
+//! The substation's session model: power shared under a transformer limit.
 //!
-//! A `Charger` holds the sessions of one substation. A request is admitted
-//! at its full requested power if that power fits under the remaining
-//! capacity, otherwise refused (no curtailment in this version). A session
-//! lasts `energy / power` simulated hours; `time_scale` simulated seconds pass
-//! per real second, so its real duration is that divided by `time_scale`.
+//! A `Charger` holds the sessions of one substation. Each session asks for a
+//! power `r` and accepts no less than its minimum `m <= r`; it ends when its
+//! energy has been delivered, not at a fixed time.
+//!
+//! * **Admission.** A request is admitted iff its minimum fits beside the
+//!   minimums of every session already there: `Σ m + m_new <= limit`. It is
+//!   then charged at its fair share (below), which is the highest power in
+//!   `[m, r]` the others' minimums leave room for under max-min fairness.
+//! * **Sharing.** Power is shared max-min fairly with bounds: session `i`
+//!   draws `clamp(level, m_i, r_i)`, with one water level chosen so the sum
+//!   is the limit (or every session draws `r_i` if that fits). When a session
+//!   ends, the level rises and curtailed sessions rise back toward `r_i`.
+//! * **Limits.** `set_capacity` changes the limit (the grid operator's
+//!   signal) and re-shares at once. If the minimums no longer fit, the
+//!   newest sessions are paused (power 0) until the oldest ones fit; paused
+//!   sessions resume, oldest first, when room returns, and no new session is
+//!   admitted while one is paused.
+//!
+//! `time_scale` simulated seconds pass per real second: a session of `e` kWh
+//! at `p` kW lasts `e / p` simulated hours, `e / p * 3600 / time_scale` real
+//! seconds if its power never changes.
 //!
 //! Time is logical: every call takes `now`, real seconds since an arbitrary
-//! origin, and the model never reads a clock. `advance(now)` ends the sessions
-//! due by `now` and accrues delivered energy; callers advance before they
-//! admit, so a session that ended is never counted against capacity.
+//! origin, and the model never reads a clock. `advance(now)` ends the
+//! sessions whose energy is delivered by `now` (re-sharing after each end,
+//! so the survivors speed up from that instant) and accrues energy; callers
+//! advance before they admit, so an ended session never holds power.
 //!
-//! Invariant: `power_w() <= capacity_w()` after every call (property-tested).
+//! Invariants (property-tested): `power_w() <= capacity_w()` after every
+//! call; every unpaused session draws within `[m, r]`; a session is admitted
+//! only if its minimum fits.
 
-use std::cmp::Ordering;
-use std::collections::BinaryHeap;
+use std::collections::{BTreeMap, VecDeque};
 
 use super::request::ValidRequest;
+
+/// Relative slack on comparisons with the limit, so that e.g. ten 10 kW
+/// sessions fill 100 kW exactly despite rounding.
+const SLACK: f64 = 1e-9;
+/// Ended sessions remembered for `session()`, oldest forgotten first.
+const ENDED_KEPT: usize = 1024;
 
 /// Why a request was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Refusal {
-    /// The requested power does not fit under the remaining capacity.
+    /// Its minimum power does not fit beside the other sessions' minimums.
     Capacity,
 }
 
@@ -39,33 +63,93 @@ impl Refusal {
 pub struct Admitted {
     /// Sequence number within this charger (starts at 1).
     pub seq: u64,
-    /// Power drawn, watts.
+    /// Power granted now, watts, in `[min, requested]`.
     pub power_w: f64,
-    /// Real seconds until it ends.
+    /// Estimated real seconds until it ends, at the power granted now.
     pub ends_in_s: f64,
 }
 
-#[derive(Debug, Clone, Copy)]
-struct Active {
-    end: f64,
-    power_w: f64,
+/// Where a session stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SessionState {
+    /// Drawing its requested power.
+    Charging,
+    /// Drawing less than requested (but at least its minimum).
+    Curtailed,
+    /// Drawing nothing: the limit is below the older sessions' minimums.
+    Paused,
+    /// Its energy has been delivered.
+    Done,
 }
 
-// Min-heap on end time.
-impl PartialEq for Active {
-    fn eq(&self, other: &Self) -> bool {
-        self.end == other.end
+impl SessionState {
+    /// Lower-case name, as in `GET /sessions/{id}`.
+    pub fn name(self) -> &'static str {
+        match self {
+            SessionState::Charging => "charging",
+            SessionState::Curtailed => "curtailed",
+            SessionState::Paused => "paused",
+            SessionState::Done => "done",
+        }
     }
 }
-impl Eq for Active {}
-impl PartialOrd for Active {
-    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
-        Some(self.cmp(other))
-    }
+
+/// A session as `GET /sessions/{id}` shows it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SessionInfo {
+    /// Admission sequence number.
+    pub seq: u64,
+    /// Charging, curtailed, paused or done.
+    pub state: SessionState,
+    /// Power drawn now, watts.
+    pub power_w: f64,
+    /// Power requested, watts.
+    pub requested_w: f64,
+    /// Minimum power, watts.
+    pub min_w: f64,
+    /// Energy asked for, simulated joules.
+    pub energy_j: f64,
+    /// Energy delivered so far, simulated joules.
+    pub delivered_j: f64,
+    /// Estimated real seconds until it ends at the current power; `None`
+    /// while paused, 0 once done.
+    pub ends_in_s: Option<f64>,
 }
-impl Ord for Active {
-    fn cmp(&self, other: &Self) -> Ordering {
-        other.end.total_cmp(&self.end)
+
+#[derive(Debug, Clone, PartialEq)]
+struct Session {
+    seq: u64,
+    requested_w: f64,
+    min_w: f64,
+    energy_j: f64,
+    remaining_j: f64,
+    power_w: f64,
+    paused: bool,
+}
+
+impl Session {
+    fn info(&self, time_scale: f64) -> SessionInfo {
+        let state = if self.paused {
+            SessionState::Paused
+        } else if self.power_w < self.requested_w * (1.0 - SLACK) {
+            SessionState::Curtailed
+        } else {
+            SessionState::Charging
+        };
+        SessionInfo {
+            seq: self.seq,
+            state,
+            power_w: self.power_w,
+            requested_w: self.requested_w,
+            min_w: self.min_w,
+            energy_j: self.energy_j,
+            delivered_j: self.energy_j - self.remaining_j,
+            ends_in_s: self.real_secs_left(time_scale),
+        }
+    }
+
+    fn real_secs_left(&self, time_scale: f64) -> Option<f64> {
+        (self.power_w > 0.0).then(|| self.remaining_j / self.power_w / time_scale)
     }
 }
 
@@ -74,7 +158,10 @@ impl Ord for Active {
 pub struct Charger {
     capacity_w: f64,
     time_scale: f64,
-    active: BinaryHeap<Active>,
+    // Admission order (ascending seq): the pausing order is by age.
+    sessions: Vec<Session>,
+    ended: BTreeMap<u64, SessionInfo>,
+    ended_order: VecDeque<u64>,
     power_w: f64,
     clock: f64,
     started: u64,
@@ -88,7 +175,9 @@ impl Charger {
         Charger {
             capacity_w,
             time_scale,
-            active: BinaryHeap::new(),
+            sessions: Vec::new(),
+            ended: BTreeMap::new(),
+            ended_order: VecDeque::new(),
             power_w: 0.0,
             clock: 0.0,
             started: 0,
@@ -97,63 +186,179 @@ impl Charger {
         }
     }
 
-    /// Ends the sessions due by `now` and accrues energy up to `now`.
-    /// Returns how many sessions ended. Time never goes backwards.
+    /// Ends the sessions whose energy is delivered by `now`, re-sharing power
+    /// after each end, and accrues energy up to `now`. Returns how many
+    /// sessions ended. Time never goes backwards.
     pub fn advance(&mut self, now: f64) -> u64 {
         let mut ended = 0;
-        while let Some(top) = self.active.peek().copied() {
-            if top.end > now {
-                break;
+        while let Some(at) = self.next_end().filter(|&at| at <= now) {
+            self.accrue(at);
+            let before = self.sessions.len();
+            let (done, live): (Vec<_>, Vec<_>) = std::mem::take(&mut self.sessions)
+                .into_iter()
+                // A session whose remaining energy is within rounding of zero
+                // is done; without the tolerance it could linger forever.
+                .partition(|s| s.power_w > 0.0 && s.remaining_j <= s.energy_j * 1e-9);
+            self.sessions = live;
+            if self.sessions.len() == before {
+                // Rounding left the earliest session a hair short; finish it.
+                if let Some(i) = self.earliest_ending() {
+                    let s = self.sessions.remove(i);
+                    self.remember(s);
+                    ended += 1;
+                }
+            } else {
+                ended += done.len() as u64;
+                for s in done {
+                    self.remember(s);
+                }
             }
-            self.accrue(top.end);
-            self.active.pop();
-            self.power_w -= top.power_w;
-            ended += 1;
-        }
-        if self.active.is_empty() {
-            // Sums of floats drift; an idle substation draws exactly nothing.
-            self.power_w = 0.0;
+            self.share();
         }
         self.accrue(now);
         self.completed += ended;
         ended
     }
 
+    fn earliest_ending(&self) -> Option<usize> {
+        self.sessions
+            .iter()
+            .enumerate()
+            .filter_map(|(i, s)| s.real_secs_left(self.time_scale).map(|t| (i, t)))
+            .min_by(|a, b| a.1.total_cmp(&b.1))
+            .map(|(i, _)| i)
+    }
+
+    fn remember(&mut self, mut s: Session) {
+        s.remaining_j = 0.0;
+        s.power_w = 0.0;
+        let mut info = s.info(self.time_scale);
+        info.state = SessionState::Done;
+        info.ends_in_s = Some(0.0);
+        self.ended.insert(s.seq, info);
+        self.ended_order.push_back(s.seq);
+        if self.ended_order.len() > ENDED_KEPT {
+            if let Some(old) = self.ended_order.pop_front() {
+                self.ended.remove(&old);
+            }
+        }
+    }
+
+    /// The logical time at which the next session ends at current powers.
+    pub fn next_end(&self) -> Option<f64> {
+        self.sessions
+            .iter()
+            .filter_map(|s| s.real_secs_left(self.time_scale))
+            .min_by(f64::total_cmp)
+            .map(|left| self.clock + left)
+    }
+
     fn accrue(&mut self, to: f64) {
         if to > self.clock {
-            self.energy_j += self.power_w * (to - self.clock) * self.time_scale;
+            let dt = (to - self.clock) * self.time_scale;
+            for s in &mut self.sessions {
+                s.remaining_j = (s.remaining_j - s.power_w * dt).max(0.0);
+            }
+            self.energy_j += self.power_w * dt;
             self.clock = to;
         }
     }
 
-    /// Admits `req` at `now` if its power fits, else refuses it.
+    /// Pauses the newest sessions whose minimums do not fit, then shares the
+    /// limit max-min fairly among the rest.
+    fn share(&mut self) {
+        let limit = self.capacity_w * (1.0 + SLACK);
+        let mut mins = 0.0;
+        let mut room = true;
+        for s in &mut self.sessions {
+            // Strict seniority: once one session is paused, every newer one
+            // is too, so a paused session is never overtaken.
+            room = room && mins + s.min_w <= limit;
+            s.paused = !room;
+            if room {
+                mins += s.min_w;
+            }
+        }
+        let level = water_level(
+            self.sessions
+                .iter()
+                .filter(|s| !s.paused)
+                .map(|s| (s.min_w, s.requested_w)),
+            self.capacity_w,
+        );
+        let mut total = 0.0;
+        for s in &mut self.sessions {
+            s.power_w = if s.paused {
+                0.0
+            } else {
+                level.clamp(s.min_w, s.requested_w)
+            };
+            total += s.power_w;
+        }
+        // Sums of floats drift; an idle substation draws exactly nothing.
+        self.power_w = if self.sessions.is_empty() { 0.0 } else { total };
+    }
+
+    /// Admits `req` at `now` if its minimum fits beside the others' minimums
+    /// (and nothing is paused), else refuses it.
     pub fn admit(&mut self, req: &ValidRequest, now: f64) -> Result<Admitted, Refusal> {
         self.advance(now);
-        let power_w = req.power_w();
-        // A small tolerance so that, e.g., ten 10 kW sessions fill 100 kW
-        // exactly despite rounding.
-        if self.power_w + power_w > self.capacity_w * (1.0 + 1e-9) {
+        let min_w = req.min_power_w();
+        let paused = self.sessions.iter().any(|s| s.paused);
+        if paused || self.committed_w() + min_w > self.capacity_w * (1.0 + SLACK) {
             return Err(Refusal::Capacity);
         }
-        let ends_in_s = req.energy_kwh / req.power_kw * 3600.0 / self.time_scale;
-        self.active.push(Active {
-            end: self.clock + ends_in_s,
-            power_w,
-        });
-        self.power_w += power_w;
         self.started += 1;
-        Ok(Admitted {
+        let energy_j = req.energy_kwh * 3.6e6;
+        self.sessions.push(Session {
             seq: self.started,
-            power_w,
-            ends_in_s,
+            requested_w: req.power_w(),
+            min_w,
+            energy_j,
+            remaining_j: energy_j,
+            power_w: 0.0,
+            paused: false,
+        });
+        self.share();
+        let s = &self.sessions[self.sessions.len() - 1];
+        Ok(Admitted {
+            seq: s.seq,
+            power_w: s.power_w,
+            ends_in_s: s.real_secs_left(self.time_scale).unwrap_or(f64::INFINITY),
         })
+    }
+
+    /// Sets the limit at `now` (a grid operator's signal): re-shares at once,
+    /// pausing the newest sessions if the minimums no longer fit.
+    pub fn set_capacity(&mut self, capacity_w: f64, now: f64) {
+        self.advance(now);
+        self.capacity_w = capacity_w.max(0.0);
+        self.share();
+    }
+
+    /// A session by admission number: live, or among the last 1024 ended.
+    pub fn session(&self, seq: u64) -> Option<SessionInfo> {
+        self.sessions
+            .iter()
+            .find(|s| s.seq == seq)
+            .map(|s| s.info(self.time_scale))
+            .or_else(|| self.ended.get(&seq).cloned())
     }
 
     /// Power drawn by active sessions, watts.
     pub fn power_w(&self) -> f64 {
         self.power_w
     }
-    /// The transformer limit, watts.
+    /// Power the active sessions ask for, watts.
+    pub fn requested_w(&self) -> f64 {
+        self.sessions.iter().map(|s| s.requested_w).sum()
+    }
+    /// Sum of the active sessions' minimums, watts: what a new session's
+    /// minimum must fit beside.
+    pub fn committed_w(&self) -> f64 {
+        self.sessions.iter().map(|s| s.min_w).sum()
+    }
+    /// The current limit, watts.
     pub fn capacity_w(&self) -> f64 {
         self.capacity_w
     }
@@ -165,9 +370,20 @@ impl Charger {
             0.0
         }
     }
-    /// Sessions currently charging.
+    /// Sessions not yet done (charging, curtailed or paused).
     pub fn active(&self) -> usize {
-        self.active.len()
+        self.sessions.len()
+    }
+    /// Sessions drawing less than they asked for, paused ones included.
+    pub fn curtailed(&self) -> usize {
+        self.sessions
+            .iter()
+            .filter(|s| s.power_w < s.requested_w * (1.0 - SLACK))
+            .count()
+    }
+    /// Sessions paused by a limit below their minimums.
+    pub fn paused(&self) -> usize {
+        self.sessions.iter().filter(|s| s.paused).count()
     }
     /// Sessions admitted since start.
     pub fn started(&self) -> u64 {
@@ -183,17 +399,55 @@ impl Charger {
     }
 }
 
+/// The max-min fair water level for sessions with bounds `(min, max)` under
+/// `limit`: the `level` with `Σ clamp(level, min, max) = limit`, or the
+/// largest `max` if even that fits. Assumes `Σ min <= limit`.
+fn water_level(bounds: impl Iterator<Item = (f64, f64)>, limit: f64) -> f64 {
+    let bounds: Vec<(f64, f64)> = bounds.collect();
+    let top = bounds.iter().map(|b| b.1).fold(0.0, f64::max);
+    let at = |level: f64| -> f64 { bounds.iter().map(|&(lo, hi)| level.clamp(lo, hi)).sum() };
+    if at(top) <= limit {
+        return top;
+    }
+    // `at` is continuous and non-decreasing, piecewise linear between the
+    // bounds: find the segment that crosses `limit`, then interpolate.
+    let mut points: Vec<f64> = bounds.iter().flat_map(|&(lo, hi)| [lo, hi]).collect();
+    points.sort_by(f64::total_cmp);
+    points.dedup();
+    let mut lo = 0.0;
+    let mut lo_sum = at(0.0);
+    for p in points {
+        let sum = at(p);
+        if sum >= limit {
+            if sum <= lo_sum {
+                return p;
+            }
+            return lo + (p - lo) * (limit - lo_sum) / (sum - lo_sum);
+        }
+        lo = p;
+        lo_sum = sum;
+    }
+    top
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use proptest::prelude::*;
 
     fn req(power_kw: f64, energy_kwh: f64) -> ValidRequest {
+        ValidRequest::fixed(power_kw, energy_kwh)
+    }
+
+    fn flex(power_kw: f64, min_kw: f64, energy_kwh: f64) -> ValidRequest {
         ValidRequest {
-            vehicle_id: None,
-            power_kw,
-            energy_kwh,
+            min_power_kw: min_kw,
+            ..ValidRequest::fixed(power_kw, energy_kwh)
         }
+    }
+
+    fn kw(x: f64) -> f64 {
+        (x / 1000.0 * 1e6).round() / 1e6
     }
 
     #[test]
@@ -213,6 +467,7 @@ mod tests {
             "{}",
             c.energy_j()
         );
+        assert_eq!(c.session(1).unwrap().state, SessionState::Done);
     }
 
     #[test]
@@ -225,31 +480,167 @@ mod tests {
         assert_eq!(c.active(), 10);
     }
 
+    #[test]
+    fn a_flexible_request_is_admitted_at_its_fair_share_and_rises_when_room_returns() {
+        let mut c = Charger::new(100_000.0, 3600.0);
+        // 60 kW of fixed sessions, then a 150 kW request that accepts 20 kW.
+        c.admit(&req(60.0, 60.0), 0.0).unwrap();
+        let a = c.admit(&flex(150.0, 20.0, 40.0), 0.0).unwrap();
+        assert_eq!(kw(a.power_w), 40.0, "the 40 kW left");
+        assert_eq!(c.session(2).unwrap().state, SessionState::Curtailed);
+        // Estimated end at 40 kW: 1 h simulated, 1 s real.
+        assert!((a.ends_in_s - 1.0).abs() < 1e-9);
+        // Half-way, the flexible session has delivered half its energy.
+        c.advance(0.5);
+        let s = c.session(2).unwrap();
+        assert!((s.delivered_j - 20.0 * 3.6e6).abs() < 1.0);
+        // A second flexible session splits the room max-min fairly.
+        let b = c.admit(&flex(30.0, 10.0, 100.0), 0.5).unwrap();
+        // 40 kW shared by (20..150) and (10..30): level 20 gives 20 + 20.
+        assert_eq!(kw(b.power_w), 20.0);
+        assert_eq!(kw(c.session(2).unwrap().power_w), 20.0);
+        assert_eq!(kw(c.power_w()), 100.0);
+        // When the 60 kW session ends the others rise: 30 kW (its request)
+        // and 70 kW.
+        c.advance(1.0);
+        assert_eq!(c.session(1).unwrap().state, SessionState::Done);
+        assert_eq!(kw(c.session(3).unwrap().power_w), 30.0);
+        assert_eq!(kw(c.session(2).unwrap().power_w), 70.0);
+        assert_eq!(c.session(3).unwrap().state, SessionState::Charging);
+    }
+
+    #[test]
+    fn admission_is_refused_only_when_the_minimums_do_not_fit() {
+        let mut c = Charger::new(100_000.0, 1.0);
+        c.admit(&flex(100.0, 40.0, 50.0), 0.0).unwrap();
+        c.admit(&flex(100.0, 40.0, 50.0), 0.0).unwrap();
+        assert_eq!(kw(c.power_w()), 100.0);
+        assert_eq!(
+            c.admit(&flex(50.0, 21.0, 10.0), 0.0),
+            Err(Refusal::Capacity)
+        );
+        let a = c.admit(&flex(50.0, 20.0, 10.0), 0.0).unwrap();
+        // Level 40: everyone at its minimum.
+        assert_eq!(kw(a.power_w), 20.0);
+        assert_eq!(c.curtailed(), 3);
+        assert_eq!(kw(c.committed_w()), 100.0);
+    }
+
+    #[test]
+    fn a_lower_limit_curtails_at_once_then_pauses_the_newest_and_resumes_them() {
+        let mut c = Charger::new(100_000.0, 1.0);
+        for _ in 0..3 {
+            c.admit(&flex(30.0, 20.0, 100.0), 0.0).unwrap();
+        }
+        assert_eq!(kw(c.power_w()), 90.0);
+        c.set_capacity(60_000.0, 1.0);
+        assert_eq!(kw(c.power_w()), 60.0);
+        assert_eq!(c.curtailed(), 3);
+        assert_eq!(c.paused(), 0);
+        c.set_capacity(45_000.0, 2.0);
+        // Two minimums fit (40 kW); the newest pauses, the others share 45.
+        assert_eq!(c.paused(), 1);
+        assert_eq!(c.session(3).unwrap().state, SessionState::Paused);
+        assert_eq!(c.session(3).unwrap().ends_in_s, None);
+        assert_eq!(kw(c.session(1).unwrap().power_w), 22.5);
+        assert!(c.power_w() <= c.capacity_w());
+        // Nothing new while a session is paused, even a small one.
+        assert_eq!(c.admit(&req(1.0, 1.0), 2.0), Err(Refusal::Capacity));
+        c.set_capacity(100_000.0, 3.0);
+        assert_eq!(c.paused(), 0);
+        assert_eq!(kw(c.power_w()), 90.0);
+    }
+
+    #[test]
+    fn water_level_meets_the_limit() {
+        let b = [(10.0, 30.0), (20.0, 150.0), (5.0, 5.0)];
+        assert_eq!(water_level(b.into_iter(), 1000.0), 150.0);
+        let l = water_level(b.into_iter(), 100.0);
+        let sum: f64 = b.iter().map(|&(lo, hi)| l.clamp(lo, hi)).sum();
+        assert!((sum - 100.0).abs() < 1e-9, "{l} {sum}");
+        assert_eq!(water_level(std::iter::empty(), 10.0), 0.0);
+    }
+
     proptest! {
         #[test]
-        fn admission_never_exceeds_capacity(
+        fn power_stays_under_the_limit_and_within_each_sessions_bounds(
             cap_kw in 1.0f64..2000.0,
-            ops in proptest::collection::vec((0.1f64..350.0, 0.1f64..200.0, 0.0f64..5.0), 1..200),
+            ops in proptest::collection::vec(
+                (0.1f64..350.0, 0.05f64..1.0, 0.1f64..200.0, 0.0f64..5.0, 0u8..10),
+                1..200,
+            ),
         ) {
             let mut c = Charger::new(cap_kw * 1000.0, 3600.0);
             let mut now = 0.0;
-            let mut admitted_w = 0.0;
-            for (p, e, dt) in ops {
+            let mut delivered = c.energy_j();
+            for (p, min_frac, e, dt, kind) in ops {
                 now += dt;
-                let before = {
-                    c.advance(now);
-                    c.power_w()
-                };
-                match c.admit(&req(p, e), now) {
-                    Ok(a) => {
-                        admitted_w += a.power_w;
-                        prop_assert!(before + p * 1000.0 <= c.capacity_w() * (1.0 + 1e-9));
+                if kind == 0 {
+                    // A limit change between 20% and 120% of the original.
+                    c.set_capacity(cap_kw * 1000.0 * (0.2 + min_frac), now);
+                } else {
+                    let committed = {
+                        c.advance(now);
+                        c.committed_w()
+                    };
+                    let paused = c.paused() > 0;
+                    let r = flex(p, p * min_frac, e);
+                    match c.admit(&r, now) {
+                        Ok(a) => {
+                            prop_assert!(!paused);
+                            prop_assert!(committed + r.min_power_w() <= c.capacity_w() * (1.0 + 1e-9));
+                            prop_assert!(a.power_w >= r.min_power_w() * (1.0 - 1e-9));
+                            prop_assert!(a.power_w <= r.power_w() * (1.0 + 1e-9));
+                        }
+                        Err(_) => prop_assert!(
+                            paused || committed + r.min_power_w() > c.capacity_w()
+                        ),
                     }
-                    Err(_) => prop_assert!(before + p * 1000.0 > c.capacity_w()),
                 }
-                prop_assert!(c.power_w() <= c.capacity_w() * (1.0 + 1e-9));
+                prop_assert!(c.power_w() <= c.capacity_w() * (1.0 + 1e-9) + 1e-6);
                 prop_assert!(c.power_w() >= -1e-6);
-                prop_assert!(admitted_w >= c.power_w() - 1e-6);
+                for s in c.sessions.iter() {
+                    if s.paused {
+                        prop_assert_eq!(s.power_w, 0.0);
+                    } else {
+                        prop_assert!(s.power_w >= s.min_w * (1.0 - 1e-9));
+                        prop_assert!(s.power_w <= s.requested_w * (1.0 + 1e-9));
+                    }
+                }
+                prop_assert!(c.energy_j() >= delivered);
+                delivered = c.energy_j();
+            }
+            // Every session ends once the limit is restored and time runs on.
+            c.set_capacity(cap_kw * 1000.0, now);
+            c.advance(now + 1e9);
+            prop_assert_eq!(c.active(), 0);
+            prop_assert_eq!(c.completed(), c.started());
+        }
+
+        #[test]
+        fn sharing_is_max_min_fair(
+            cap_kw in 10.0f64..500.0,
+            sessions in proptest::collection::vec((1.0f64..150.0, 0.05f64..1.0), 1..30),
+        ) {
+            let mut c = Charger::new(cap_kw * 1000.0, 1.0);
+            for (p, f) in sessions {
+                let _ = c.admit(&flex(p, p * f, 50.0), 0.0);
+            }
+            let total = c.power_w();
+            let demand = c.requested_w();
+            // Either everyone gets what it asked for, or the limit is used up.
+            prop_assert!(
+                (demand - total).abs() < 1e-6 * demand.max(1.0)
+                    || (c.capacity_w() - total).abs() < 1e-6 * c.capacity_w()
+            );
+            // Max-min: a session below its request draws at least as much as
+            // any session above its own minimum.
+            for a in &c.sessions {
+                for b in &c.sessions {
+                    if a.power_w < a.requested_w * (1.0 - 1e-9) && b.power_w > b.min_w * (1.0 + 1e-9) {
+                        prop_assert!(a.power_w >= b.power_w * (1.0 - 1e-9));
+                    }
+                }
             }
         }
     }

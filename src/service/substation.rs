@@ -11,9 +11,10 @@ use super::env;
 use super::server::{spawn_server, Running};
 use crate::actors::grid::metrics::SubstationMetrics;
 use crate::actors::grid::ChargerActor;
+use crate::auth::BearerToken;
 use crate::error::{Error, Result};
 use crate::http::error::{json_config, not_found};
-use crate::http::grid::substation::configure;
+use crate::http::grid::substation::{configure, AdminToken, SubstationId};
 use crate::http::grid::MAX_BODY_BYTES;
 use crate::http::RecordHttp;
 use crate::metrics::HttpMetrics;
@@ -30,6 +31,9 @@ pub struct SubstationConfig {
     pub capacity_kw: f64,
     /// `TIME_SCALE`, default 120: simulated seconds per real second.
     pub time_scale: f64,
+    /// `GRID_ADMIN_TOKEN` (or a file named by `GRID_ADMIN_TOKEN_FILE`): the
+    /// bearer token of `PUT /limit`; unset disables the route.
+    pub admin_token: Option<String>,
 }
 
 impl SubstationConfig {
@@ -42,6 +46,7 @@ impl SubstationConfig {
             listen_addr: env::parse_or("LISTEN_ADDR", "0.0.0.0:8000".to_string())?,
             capacity_kw: env::parse_or("CAPACITY_KW", 500.0)?,
             time_scale: env::parse_or("TIME_SCALE", 120.0)?,
+            admin_token: env::secret("GRID_ADMIN_TOKEN")?,
         };
         cfg.check()?;
         Ok(cfg)
@@ -60,6 +65,9 @@ impl SubstationConfig {
                 "TIME_SCALE must be positive, got {}",
                 self.time_scale
             )));
+        }
+        if self.admin_token.as_deref() == Some("") {
+            return Err(Error::config("GRID_ADMIN_TOKEN must not be empty"));
         }
         if self.id.is_empty() || self.id.len() > 64 {
             return Err(Error::config("SUBSTATION_ID must be 1 to 64 characters"));
@@ -84,9 +92,14 @@ pub fn start(cfg: SubstationConfig, signals: bool) -> Result<Running> {
     .start();
     let charger = web::Data::new(charger);
     let registry = web::Data::new(registry);
+    let id = web::Data::new(SubstationId(cfg.id.clone()));
+    let token = cfg.admin_token.clone().map(BearerToken::new).transpose()?;
+    let token = web::Data::new(AdminToken(token));
     let server = HttpServer::new(move || {
         App::new()
             .app_data(charger.clone())
+            .app_data(id.clone())
+            .app_data(token.clone())
             .app_data(registry.clone())
             .app_data(json_config(MAX_BODY_BYTES))
             .wrap(RecordHttp(http_metrics.clone()))

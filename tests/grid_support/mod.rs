@@ -17,12 +17,24 @@ pub const DEADLINE: Duration = Duration::from_secs(20);
 
 /// A substation with long sessions (time scale 1: hours of real time).
 pub fn start_substation(id: &str, capacity_kw: f64, listen: &str) -> Running {
+    start_substation_with(id, capacity_kw, listen, 1.0, None)
+}
+
+/// A substation with a time scale and an optional `GRID_ADMIN_TOKEN`.
+pub fn start_substation_with(
+    id: &str,
+    capacity_kw: f64,
+    listen: &str,
+    time_scale: f64,
+    admin_token: Option<&str>,
+) -> Running {
     substation::start(
         SubstationConfig {
             id: id.to_string(),
             listen_addr: listen.to_string(),
             capacity_kw,
-            time_scale: 1.0,
+            time_scale,
+            admin_token: admin_token.map(str::to_string),
         },
         false,
     )
@@ -138,6 +150,7 @@ pub fn charge(power_kw: f64, energy_kwh: f64) -> Value {
         vehicle_id: Some("ev".into()),
         power_kw: Some(power_kw),
         energy_kwh: Some(energy_kwh),
+        min_power_kw: None,
     })
     .expect("json")
 }

@@ -1,17 +1,18 @@
 //! `ChargerActor`: one substation's sessions.
 //!
 //! Wraps the pure `grid::Charger`. Logical time is seconds since the actor
-//! started. A 50 ms tick ends due sessions and refreshes the gauges; `/metrics`
-//! also refreshes just before encoding, so a scrape is exact.
+//! started. A 50 ms tick ends sessions whose energy is delivered and
+//! refreshes the gauges; `/metrics` also refreshes just before encoding, so a
+//! scrape is exact.
 
 use std::time::{Duration, Instant};
 
 use actix::{Actor, AsyncContext, Context, Handler};
 
-use super::messages::{RefreshMetrics, StartCharge};
+use super::messages::{GetSession, RefreshMetrics, SetLimit, StartCharge};
 use super::metrics::SubstationMetrics;
 use crate::error::{Error, Result};
-use crate::grid::{ChargeGranted, Charger, Refusal};
+use crate::grid::{ChargeGranted, Charger, Refusal, SessionInfo};
 
 const TICK: Duration = Duration::from_millis(50);
 
@@ -53,8 +54,13 @@ impl ChargerActor {
         self.charger.advance(self.now());
         let m = &self.metrics;
         m.power.set(self.charger.power_w());
+        m.requested.set(self.charger.requested_w());
+        m.committed.set(self.charger.committed_w());
+        m.capacity.set(self.charger.capacity_w());
         m.utilization.set(self.charger.utilization());
         m.sessions_active.set(self.charger.active() as i64);
+        m.sessions_curtailed.set(self.charger.curtailed() as i64);
+        m.sessions_paused.set(self.charger.paused() as i64);
         let completed = self.charger.completed();
         m.completed.inc_by(completed - self.completed_seen);
         self.completed_seen = completed;
@@ -83,11 +89,19 @@ impl Handler<StartCharge> for ChargerActor {
         let result = match outcome {
             Ok(a) => {
                 self.metrics.started.inc();
-                log::debug!("{}: admitted {:?} for {:.1}s", self.id, msg.0, a.ends_in_s);
+                log::debug!(
+                    "{}: admitted {:?} at {:.1} kW, about {:.1}s",
+                    self.id,
+                    msg.0,
+                    a.power_w / 1000.0,
+                    a.ends_in_s
+                );
                 Ok(ChargeGranted {
                     session_id: format!("{}-{}", self.id, a.seq),
                     substation: self.id.clone(),
-                    power_kw: msg.0.power_kw,
+                    power_kw: a.power_w / 1000.0,
+                    requested_power_kw: msg.0.power_kw,
+                    min_power_kw: msg.0.min_power_kw,
                     energy_kwh: msg.0.energy_kwh,
                     ends_in_s: a.ends_in_s,
                     seq: Some(a.seq),
@@ -99,16 +113,46 @@ impl Handler<StartCharge> for ChargerActor {
                     .with_label_values(&[refusal.label()])
                     .inc();
                 Err(Error::unavailable(format!(
-                    "{}: {} kW does not fit ({:.0} of {:.0} kW in use)",
+                    "{}: a minimum of {} kW does not fit ({:.0} of {:.0} kW committed to the minimums of {} sessions)",
                     self.id,
-                    msg.0.power_kw,
-                    self.charger.power_w() / 1000.0,
-                    self.charger.capacity_w() / 1000.0
+                    msg.0.min_power_kw,
+                    self.charger.committed_w() / 1000.0,
+                    self.charger.capacity_w() / 1000.0,
+                    self.charger.active()
                 )))
             }
         };
         self.refresh();
         result
+    }
+}
+
+impl Handler<SetLimit> for ChargerActor {
+    type Result = f64;
+
+    fn handle(&mut self, msg: SetLimit, _: &mut Self::Context) -> f64 {
+        let before = self.charger.capacity_w();
+        self.charger.set_capacity(msg.0, self.now());
+        self.metrics.limit_changes.inc();
+        log::info!(
+            "{}: limit {:.0} -> {:.0} kW; {} sessions curtailed, {} paused",
+            self.id,
+            before / 1000.0,
+            msg.0 / 1000.0,
+            self.charger.curtailed(),
+            self.charger.paused()
+        );
+        self.refresh();
+        before
+    }
+}
+
+impl Handler<GetSession> for ChargerActor {
+    type Result = Option<SessionInfo>;
+
+    fn handle(&mut self, msg: GetSession, _: &mut Self::Context) -> Self::Result {
+        self.refresh();
+        self.charger.session(msg.0)
     }
 }
 

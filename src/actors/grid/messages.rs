@@ -18,6 +18,19 @@ use crate::grid::{ChargeGranted, LoadSample, SubstationView, Ticket, ValidReques
 #[rtype(result = "Result<ChargeGranted>")]
 pub struct StartCharge(pub ValidRequest);
 
+/// Change the substation's limit (the grid operator's signal), watts. Sent
+/// by the substation's `PUT /limit` handler to `ChargerActor`; sessions are
+/// curtailed, or the newest paused, at once. Answers the limit before.
+#[derive(Message, Debug, Clone, Copy)]
+#[rtype(result = "f64")]
+pub struct SetLimit(pub f64);
+
+/// Look up session `seq` of this substation. Sent by the substation's
+/// `GET /sessions/{id}` handler to `ChargerActor`.
+#[derive(Message, Debug, Clone, Copy)]
+#[rtype(result = "Option<crate::grid::SessionInfo>")]
+pub struct GetSession(pub u64);
+
 /// End due sessions and bring the gauges up to date. Sent by the substation's
 /// `GET /metrics` handler just before it encodes the registry, so a scrape
 /// never sees sessions that have already ended.

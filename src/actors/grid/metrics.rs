@@ -13,7 +13,12 @@ use crate::metrics::{register, LATENCY_BUCKETS};
 #[derive(Clone)]
 pub struct SubstationMetrics {
     pub power: Gauge,
+    pub requested: Gauge,
+    pub committed: Gauge,
     pub capacity: Gauge,
+    pub limit_changes: IntCounter,
+    pub sessions_curtailed: IntGauge,
+    pub sessions_paused: IntGauge,
     pub utilization: Gauge,
     pub sessions_active: IntGauge,
     pub started: IntCounter,
@@ -32,9 +37,50 @@ impl SubstationMetrics {
                 Gauge::new("substation_power_watts", "Power drawn by active sessions")
                     .map_err(e)?,
             )?,
+            requested: register(
+                r,
+                Gauge::new(
+                    "substation_requested_watts",
+                    "Power the active sessions ask for (granted is substation_power_watts)",
+                )
+                .map_err(e)?,
+            )?,
+            committed: register(
+                r,
+                Gauge::new(
+                    "substation_committed_watts",
+                    "Sum of the active sessions' minimum powers: a new session's minimum must fit beside it",
+                )
+                .map_err(e)?,
+            )?,
             capacity: register(
                 r,
-                Gauge::new("substation_capacity_watts", "Transformer limit").map_err(e)?,
+                Gauge::new(
+                    "substation_capacity_watts",
+                    "Current limit (CAPACITY_KW, or the last PUT /limit)",
+                )
+                .map_err(e)?,
+            )?,
+            limit_changes: register(
+                r,
+                IntCounter::new("substation_limit_changes_total", "Limits set by PUT /limit")
+                    .map_err(e)?,
+            )?,
+            sessions_curtailed: register(
+                r,
+                IntGauge::new(
+                    "substation_sessions_curtailed",
+                    "Sessions drawing less than they asked for (paused ones included)",
+                )
+                .map_err(e)?,
+            )?,
+            sessions_paused: register(
+                r,
+                IntGauge::new(
+                    "substation_sessions_paused",
+                    "Sessions paused because the limit is below the older sessions' minimums",
+                )
+                .map_err(e)?,
             )?,
             utilization: register(
                 r,
