@@ -98,8 +98,16 @@ fn panels(dashboard: &Value) -> Vec<&Value> {
     out
 }
 
-/// Every (panel title, expression) of a dashboard.
+/// Every (panel or annotation title, expression) of a dashboard.
 fn expressions(dashboard: &Value) -> Vec<(String, String)> {
+    let annotations = dashboard["annotations"]["list"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|a| {
+            let name = a["name"].as_str().unwrap_or("").to_string();
+            Some((name, a["expr"].as_str()?.to_string()))
+        });
     panels(dashboard)
         .into_iter()
         .flat_map(|p| {
@@ -110,6 +118,7 @@ fn expressions(dashboard: &Value) -> Vec<(String, String)> {
                 .flatten()
                 .filter_map(move |t| Some((title.clone(), t["expr"].as_str()?.to_string())))
         })
+        .chain(annotations)
         .collect()
 }
 
@@ -231,6 +240,28 @@ fn the_dashboards_named_in_the_issue_exist() {
         assert!(
             titles.iter().any(|t| t == want),
             "no {want:?} dashboard in {titles:?}"
+        );
+    }
+}
+
+#[test]
+fn the_grid_dashboard_shows_limits_and_curtailment() {
+    let grid = dashboards()
+        .into_iter()
+        .find(|d| d.json["title"] == "Smart grid")
+        .expect("grid dashboard");
+    let exprs: Vec<String> = expressions(&grid.json).into_iter().map(|e| e.1).collect();
+    for metric in [
+        "substation_capacity_watts",
+        "substation_requested_watts",
+        "substation_committed_watts",
+        "substation_sessions_curtailed",
+        "substation_sessions_paused",
+        "substation_limit_changes_total",
+    ] {
+        assert!(
+            exprs.iter().any(|e| e.contains(metric)),
+            "no panel or annotation of the grid dashboard uses {metric}"
         );
     }
 }
