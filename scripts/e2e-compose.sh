@@ -65,6 +65,9 @@ dc() { "${COMPOSE[@]}" "$@"; }
 NODES=(http://localhost:5001 http://localhost:5002 http://localhost:5003)
 ENTRY=http://localhost:6000
 BALANCER=http://localhost:7000
+SUB1=http://localhost:8001
+# PUT /limit's token for this run's substations.
+export GRID_ADMIN_TOKEN=e2e-operator-token
 PROM=http://localhost:9090
 PY=python3
 
@@ -103,7 +106,7 @@ trap 'exit 130' INT TERM
 COMPOSE_VERSION=$("${COMPOSE[@]}" version --short 2>/dev/null || true)
 say "compose: ${COMPOSE[*]} ($COMPOSE_VERSION), project $COMPOSE_PROJECT_NAME, scope $SCOPE"
 
-require_free_ports 5001 5002 5003 6000 7000 9090
+require_free_ports 5001 5002 5003 6000 7000 8001 8002 8003 8004 9090
 
 say "base images"
 bash scripts/airgap-images.sh
@@ -238,6 +241,29 @@ spread() {
 }
 retry 30 spread || fail "not every substation took sessions: $(curl -fsS "$BALANCER/status")"
 ok "rush_hour ran without errors and all 4 substations started sessions"
+
+# ---------------------------------------------------------------------------
+say "a grid operator lowers a limit"
+code=$(curl -s -o /dev/null -w '%{http_code}' -XPUT "$SUB1/limit" -H 'content-type: application/json' -d '{"capacity_kw": 150}')
+[ "$code" = 401 ] || fail "PUT /limit without the token answered $code, not 401"
+curl -fsS -XPUT "$SUB1/limit" -H "Authorization: Bearer $GRID_ADMIN_TOKEN" \
+    -H 'content-type: application/json' -d '{"capacity_kw": 150}' >/dev/null ||
+    fail "PUT /limit with the token failed"
+balancer_sees_limit() {
+    curl -fsS "$BALANCER/status" | "$PY" -c '
+import json, sys
+subs = json.load(sys.stdin)["substations"]
+sys.exit(0 if any(s["name"] == "substation1" and s["capacity_w"] == 150000 for s in subs) else 1)'
+}
+retry 20 balancer_sees_limit || fail "the balancer did not see substation1's new limit: $(curl -fsS "$BALANCER/status")"
+prometheus_sees_limit() {
+    [ "$(prom_query 'substation_capacity_watts{substation="substation1"} == 150000 and on(substation) substation_power_watts <= substation_capacity_watts')" = 1 ]
+}
+retry 30 prometheus_sees_limit || fail "Prometheus did not see substation1's new limit with its power under it"
+curl -fsS -XPUT "$SUB1/limit" -H "Authorization: Bearer $GRID_ADMIN_TOKEN" \
+    -H 'content-type: application/json' -d '{"capacity_kw": 300}' >/dev/null ||
+    fail "restoring substation1's limit failed"
+ok "PUT /limit: 401 without the token; with it, the balancer and Prometheus see 150 kW, power under it; restored"
 
 # ---------------------------------------------------------------------------
 say "dashboard expressions"
