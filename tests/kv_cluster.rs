@@ -410,3 +410,51 @@ async fn unauthenticated_peer_traffic_is_refused() {
     assert_eq!(s.vc, VClock::zero(3));
     assert!(s.peers.iter().all(|p| p.fault.is_none()));
 }
+
+/// The value of an unlabelled-by-route series (`name` followed by its
+/// labels) in a Prometheus text body.
+fn series(body: &str, name: &str) -> f64 {
+    body.lines()
+        .find(|l| l.starts_with(name) && l[name.len()..].starts_with(['{', ' ']))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("{name} missing from /metrics"))
+}
+
+#[actix_rt::test]
+async fn the_commit_path_is_measured() {
+    let cluster = Cluster::start(3, |c| c.wal_segment_bytes = 4096).await;
+    let puts = 40;
+    for i in 0..puts {
+        let value = format!("value-{i}-{}", "x".repeat(200));
+        cluster
+            .client
+            .put(cluster.url(0), &format!("k{i}"), &value, None)
+            .await
+            .expect("put");
+    }
+    let http = awc::Client::default();
+    // Checkpoints run in the background: poll until one has been counted.
+    let body = eventually(
+        Duration::from_secs(20),
+        "a checkpoint is measured",
+        || async {
+            let mut resp = http
+                .get(format!("{}/metrics", cluster.url(0)))
+                .send()
+                .await
+                .ok()?;
+            let body = String::from_utf8(resp.body().limit(1 << 22).await.ok()?.to_vec()).ok()?;
+            (series(&body, "kv_checkpoint_duration_seconds_count") >= 1.0).then_some(body)
+        },
+    )
+    .await;
+    let commits = series(&body, "kv_commit_duration_seconds_count");
+    assert!(commits >= 1.0, "{commits} commits");
+    assert!(series(&body, "kv_fsync_duration_seconds_count") >= 1.0);
+    // Every put was in some group, and waited for one.
+    assert!(series(&body, "kv_commit_group_writes_sum") >= puts as f64);
+    assert!(series(&body, "kv_put_queue_seconds_count") >= puts as f64);
+    assert!(series(&body, "kv_checkpoint_keys_sum") >= 1.0);
+    assert!(series(&body, "kv_checkpoint_bytes_sum") >= 200.0);
+}

@@ -49,6 +49,7 @@ use std::collections::btree_map::Entry;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use redb::{Database, Durability, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
@@ -106,8 +107,35 @@ impl Recovered {
     }
 }
 
+/// What one group commit did, for the commit-path metrics.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct CommitStats {
+    /// Writes in the group.
+    pub writes: usize,
+    /// Bytes appended to the write-ahead log.
+    pub bytes: usize,
+    /// How long the log's `fdatasync` took, if the commit synced.
+    pub fsync: Option<Duration>,
+    /// A background checkpoint this commit found finished (or waited for).
+    pub checkpoint: Option<CheckpointStats>,
+}
+
+/// What one checkpoint wrote into the database, and how long it took.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct CheckpointStats {
+    /// From its start to its durable commit.
+    pub duration: Duration,
+    /// Keys whose value it wrote into `kv`.
+    pub keys: usize,
+    /// Entries it inserted into the replication log table.
+    pub log_entries: usize,
+    /// Bytes of values and log entries it wrote (before the database's own
+    /// page overhead).
+    pub bytes: u64,
+}
+
 /// Segment size after which the write-ahead log rolls and checkpoints.
-const SEGMENT_BYTES: u64 = 8 * 1024 * 1024;
+pub const SEGMENT_BYTES: u64 = 8 * 1024 * 1024;
 
 pub struct Storage {
     db: Arc<Database>,
@@ -120,7 +148,7 @@ struct Inner {
     /// The latest causally stable clock, applied to the log table at the
     /// next checkpoint.
     trim: Option<VClock>,
-    checkpointer: Option<std::thread::JoinHandle<Result<()>>>,
+    checkpointer: Option<std::thread::JoinHandle<Result<CheckpointStats>>>,
     segment_bytes: u64,
     /// The rebuild mark as last stored.
     rebuilding: bool,
@@ -135,7 +163,7 @@ impl Drop for Storage {
                 match handle.join() {
                     Ok(Err(e)) => log::error!("checkpoint failed: {e}"),
                     Err(_) => log::error!("checkpoint thread panicked"),
-                    Ok(Ok(())) => {}
+                    Ok(Ok(_)) => {}
                 }
             }
         }
@@ -357,20 +385,26 @@ impl Storage {
     /// snapshot if any, the writes in delivery order, the clock they reach,
     /// the rebuild mark, and the trim of causally stable log entries. With
     /// `group.sync` the data is forced to disk whatever the policy.
-    pub fn commit(&self, group: &Group) -> Result<()> {
+    pub fn commit(&self, group: &Group) -> Result<CommitStats> {
         let mut inner = self
             .inner
             .lock()
             .map_err(|_| Error::internal("storage lock poisoned"))?;
+        let mut stats = CommitStats {
+            writes: group.writes.len(),
+            ..CommitStats::default()
+        };
         if let Some(t) = &group.trim {
             inner.trim = Some(t.clone());
         }
         let snapshot = group.snapshot.as_ref();
         if inner.checkpointer.as_ref().is_some_and(|h| h.is_finished()) || snapshot.is_some() {
             if let Some(handle) = inner.checkpointer.take() {
-                handle
-                    .join()
-                    .map_err(|_| Error::internal("checkpoint thread panicked"))??;
+                stats.checkpoint = Some(
+                    handle
+                        .join()
+                        .map_err(|_| Error::internal("checkpoint thread panicked"))??,
+                );
             }
         }
         if snapshot.is_some() {
@@ -379,17 +413,17 @@ impl Storage {
             let closed = inner.wal.rotate()?;
             let mut all = closed_writes(&self.dir, closed)?;
             all.extend(group.writes.iter().cloned());
-            checkpoint(
+            stats.checkpoint = Some(checkpoint(
                 &self.db,
                 snapshot,
                 &all,
                 &group.delivered,
                 inner.trim.as_ref(),
                 group.rebuilding,
-            )?;
+            )?);
             inner.rebuilding = group.rebuilding;
             Wal::remove_upto(&self.dir, closed)?;
-            return Ok(());
+            return Ok(stats);
         }
         let mark = (group.rebuilding != inner.rebuilding).then_some(group.rebuilding);
         if !group.writes.is_empty() || mark.is_some() {
@@ -398,11 +432,12 @@ impl Storage {
                 rebuilding: mark.or(group.rebuilding.then_some(true)),
             })
             .map_err(Error::internal)?;
-            inner.wal.append(&record)?;
+            stats.bytes = record.len();
+            stats.fsync = inner.wal.append(&record)?;
             inner.rebuilding = group.rebuilding;
         }
-        if group.sync {
-            inner.wal.sync()?;
+        if group.sync && stats.fsync.is_none() {
+            stats.fsync = Some(inner.wal.sync()?);
         }
         if inner.wal.bytes() >= inner.segment_bytes && inner.checkpointer.is_none() {
             // The closed segments are read back from disk (the page cache,
@@ -415,11 +450,12 @@ impl Storage {
             let dir = self.dir.clone();
             inner.checkpointer = Some(std::thread::spawn(move || {
                 let batch = closed_writes(&dir, closed)?;
-                checkpoint(&db, None, &batch, &clock, trim.as_ref(), rebuilding)?;
-                Wal::remove_upto(&dir, closed)
+                let stats = checkpoint(&db, None, &batch, &clock, trim.as_ref(), rebuilding)?;
+                Wal::remove_upto(&dir, closed)?;
+                Ok(stats)
             }));
         }
-        Ok(())
+        Ok(stats)
     }
 
     /// Sets the size at which the log rolls and checkpoints (tests use a
@@ -442,7 +478,9 @@ fn checkpoint(
     delivered: &VClock,
     trim: Option<&VClock>,
     rebuilding: bool,
-) -> Result<()> {
+) -> Result<CheckpointStats> {
+    let start = Instant::now();
+    let mut stats = CheckpointStats::default();
     let mut txn = db.begin_write().map_err(dberr("begin"))?;
     txn.set_durability(Durability::Immediate);
     {
@@ -477,6 +515,8 @@ fn checkpoint(
                 let bytes = serde_json::to_vec(&version).map_err(Error::internal)?;
                 kv.insert(key, bytes.as_slice())
                     .map_err(dberr("write kv"))?;
+                stats.keys += 1;
+                stats.bytes += (key.len() + bytes.len()) as u64;
             }
         }
         // The log keeps, per origin, the contiguous run of writes after the
@@ -492,6 +532,8 @@ fn checkpoint(
             let bytes = serde_json::to_vec(w).map_err(Error::internal)?;
             log.insert((w.origin as u64, w.seq), bytes.as_slice())
                 .map_err(dberr("write log"))?;
+            stats.log_entries += 1;
+            stats.bytes += bytes.len() as u64;
         }
         if let Some(stable) = trim {
             for k in 0..stable.len() {
@@ -512,7 +554,8 @@ fn checkpoint(
         }
     }
     txn.commit().map_err(dberr("commit"))?;
-    Ok(())
+    stats.duration = start.elapsed();
+    Ok(stats)
 }
 
 #[cfg(test)]

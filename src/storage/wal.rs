@@ -14,6 +14,7 @@
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Write as _};
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result};
 
@@ -154,23 +155,27 @@ impl Wal {
         Ok(file)
     }
 
-    /// Appends one record; with `sync`, it is on disk when this returns.
-    pub fn append(&mut self, payload: &[u8]) -> Result<()> {
+    /// Appends one record; with `sync`, it is on disk when this returns,
+    /// and the time the `fdatasync` took is returned.
+    pub fn append(&mut self, payload: &[u8]) -> Result<Option<Duration>> {
         let mut buf = Vec::with_capacity(HEADER + payload.len());
         buf.extend_from_slice(&(payload.len() as u32).to_le_bytes());
         buf.extend_from_slice(&crc32fast::hash(payload).to_le_bytes());
         buf.extend_from_slice(payload);
         self.file.write_all(&buf).map_err(io("append"))?;
-        if self.sync {
-            self.file.sync_data().map_err(io("sync"))?;
-        }
         self.bytes += buf.len() as u64;
-        Ok(())
+        if self.sync {
+            return self.sync().map(Some);
+        }
+        Ok(None)
     }
 
-    /// Forces the current segment to disk (whatever the policy).
-    pub fn sync(&mut self) -> Result<()> {
-        self.file.sync_data().map_err(io("sync"))
+    /// Forces the current segment to disk (whatever the policy); returns
+    /// how long the `fdatasync` took.
+    pub fn sync(&mut self) -> Result<Duration> {
+        let start = Instant::now();
+        self.file.sync_data().map_err(io("sync"))?;
+        Ok(start.elapsed())
     }
 
     /// Bytes in the current segment.

@@ -40,7 +40,8 @@ pub struct ClockPeers {
 /// How a request is answered: the token the core carries for it.
 #[derive(Debug)]
 pub enum Reply {
-    Put(oneshot::Sender<Result<PutDone>>),
+    /// A put, and when it arrived.
+    Put(oneshot::Sender<Result<PutDone>>, Instant),
     Flush(oneshot::Sender<()>),
 }
 
@@ -51,6 +52,8 @@ pub struct ClockActor {
     storage: Option<Arc<Storage>>,
     peers: ClockPeers,
     epoch: Instant,
+    /// When the latest group commit started (puts queue until then).
+    group_started: Instant,
     metrics: KvMetrics,
     /// The counters as last exported.
     exported: Counters,
@@ -69,6 +72,7 @@ impl ClockActor {
             storage,
             peers,
             epoch: Instant::now(),
+            group_started: Instant::now(),
             metrics,
             exported: Counters::default(),
         }
@@ -84,11 +88,14 @@ impl ClockActor {
         let mut queue = VecDeque::from(effects);
         while let Some(effect) = queue.pop_front() {
             match effect {
-                Effect::Persist(group) => match self.storage.clone() {
-                    // In memory, a group is durable at once.
-                    None => queue.extend(self.node.step(Input::Persisted(group))),
-                    Some(storage) => self.persist(storage, group, ctx),
-                },
+                Effect::Persist(group) => {
+                    self.group_started = Instant::now();
+                    match self.storage.clone() {
+                        // In memory, a group is durable at once.
+                        None => queue.extend(self.node.step(Input::Persisted(group))),
+                        Some(storage) => self.persist(storage, group, ctx),
+                    }
+                }
                 Effect::Apply {
                     snapshot,
                     writes,
@@ -100,7 +107,11 @@ impl ClockActor {
                     let replies = replies
                         .into_iter()
                         .filter_map(|(reply, i)| match reply {
-                            Reply::Put(tx) => Some((tx, writes[i].vc.clone())),
+                            Reply::Put(tx, arrived) => {
+                                let queued = self.group_started.saturating_duration_since(arrived);
+                                self.metrics.commit.put_queue.observe(queued.as_secs_f64());
+                                Some((tx, writes[i].vc.clone()))
+                            }
                             Reply::Flush(_) => None,
                         })
                         .collect();
@@ -119,7 +130,7 @@ impl ClockActor {
                 }),
                 // The requester may have gone; that is not an error here.
                 Effect::Refused {
-                    id: Reply::Put(tx),
+                    id: Reply::Put(tx, _),
                     error,
                 } => drop(tx.send(Err(error))),
                 Effect::Flushed {
@@ -147,11 +158,15 @@ impl ClockActor {
     /// Writes a group on a blocking thread; the core learns when it is done.
     fn persist(&mut self, storage: Arc<Storage>, group: Group, ctx: &mut Context<Self>) {
         let job = tokio::task::spawn_blocking(move || {
+            let start = Instant::now();
             let result = storage.commit(&group);
-            (result, group)
+            (result.map(|stats| (stats, start.elapsed())), group)
         });
         ctx.spawn(job.into_actor(self).map(|joined, act, ctx| match joined {
-            Ok((Ok(()), group)) => act.step(Input::Persisted(group), ctx),
+            Ok((Ok((stats, took)), group)) => {
+                act.metrics.commit.observe(&stats, took);
+                act.step(Input::Persisted(group), ctx)
+            }
             Ok((Err(e), _)) => fail_stop(&format!("storage failure: {e}")),
             Err(e) => fail_stop(&format!("storage thread failed: {e}")),
         }));
@@ -185,7 +200,7 @@ impl Handler<Put> for ClockActor {
     fn handle(&mut self, msg: Put, ctx: &mut Self::Context) -> Self::Result {
         let (tx, rx) = oneshot::channel();
         let input = Input::Put {
-            id: Reply::Put(tx),
+            id: Reply::Put(tx, Instant::now()),
             key: msg.key,
             value: msg.value,
             context: msg.context,

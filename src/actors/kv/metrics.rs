@@ -5,10 +5,13 @@ use prometheus::{
     Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
 };
 
+use std::time::Duration;
+
 use crate::causal::node::Counters;
 use crate::causal::{NodeId, Write};
 use crate::error::{Error, Result};
 use crate::metrics::{register, HttpMetrics};
+use crate::storage::CommitStats;
 
 #[derive(Clone)]
 pub struct KvMetrics {
@@ -22,7 +25,102 @@ pub struct KvMetrics {
     pub sent: IntCounterVec,
     pub log_entries: IntGauge,
     pub context_waits: IntCounterVec,
+    pub commit: CommitMetrics,
     pub http: HttpMetrics,
+}
+
+/// The commit path: group commits, their `fdatasync`, checkpoints, and how
+/// long puts queue before their group starts.
+#[derive(Clone)]
+pub struct CommitMetrics {
+    pub duration: Histogram,
+    pub group_writes: Histogram,
+    pub fsync: Histogram,
+    pub checkpoint: Histogram,
+    pub checkpoint_bytes: Histogram,
+    pub checkpoint_keys: Histogram,
+    pub put_queue: Histogram,
+}
+
+/// 50 µs to 2.5 s: an `fdatasync` on a fast disk up to a stall.
+const COMMIT_BUCKETS: &[f64] = &[
+    5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+];
+
+fn histogram(r: &Registry, name: &str, help: &str, buckets: Vec<f64>) -> Result<Histogram> {
+    register(
+        r,
+        Histogram::with_opts(HistogramOpts::new(name, help).buckets(buckets))
+            .map_err(Error::internal)?,
+    )
+}
+
+impl CommitMetrics {
+    fn new(r: &Registry) -> Result<Self> {
+        let powers = |from: f64, n: i32, base: f64| (0..n).map(|i| from * base.powi(i)).collect();
+        Ok(CommitMetrics {
+            duration: histogram(
+                r,
+                "kv_commit_duration_seconds",
+                "Group commits: log append, fdatasync and any checkpoint join",
+                COMMIT_BUCKETS.to_vec(),
+            )?,
+            group_writes: histogram(
+                r,
+                "kv_commit_group_writes",
+                "Writes per group commit",
+                powers(1.0, 14, 2.0),
+            )?,
+            fsync: histogram(
+                r,
+                "kv_fsync_duration_seconds",
+                "The write-ahead log's fdatasync per synced commit",
+                COMMIT_BUCKETS.to_vec(),
+            )?,
+            checkpoint: histogram(
+                r,
+                "kv_checkpoint_duration_seconds",
+                "Background checkpoints of closed log segments into the database",
+                COMMIT_BUCKETS
+                    .iter()
+                    .copied()
+                    .chain([5.0, 10.0, 30.0])
+                    .collect(),
+            )?,
+            checkpoint_bytes: histogram(
+                r,
+                "kv_checkpoint_bytes",
+                "Bytes of values and log entries each checkpoint wrote",
+                powers(4096.0, 14, 4.0),
+            )?,
+            checkpoint_keys: histogram(
+                r,
+                "kv_checkpoint_keys",
+                "Keys each checkpoint wrote",
+                powers(1.0, 12, 4.0),
+            )?,
+            put_queue: histogram(
+                r,
+                "kv_put_queue_seconds",
+                "Time a put waited from its arrival to the start of its group commit",
+                COMMIT_BUCKETS.to_vec(),
+            )?,
+        })
+    }
+
+    /// Records one group commit that took `elapsed`.
+    pub fn observe(&self, stats: &CommitStats, elapsed: Duration) {
+        self.duration.observe(elapsed.as_secs_f64());
+        self.group_writes.observe(stats.writes as f64);
+        if let Some(f) = stats.fsync {
+            self.fsync.observe(f.as_secs_f64());
+        }
+        if let Some(c) = &stats.checkpoint {
+            self.checkpoint.observe(c.duration.as_secs_f64());
+            self.checkpoint_bytes.observe(c.bytes as f64);
+            self.checkpoint_keys.observe(c.keys as f64);
+        }
+    }
 }
 
 impl KvMetrics {
@@ -127,6 +225,7 @@ impl KvMetrics {
                 )
                 .map_err(e)?,
             )?,
+            commit: CommitMetrics::new(registry)?,
             http: HttpMetrics::new(registry, "kv")?,
         })
     }

@@ -28,6 +28,8 @@ pub struct KvConfig {
     pub peer_timeout_ms: u64,
     pub relay_after_ms: u64,
     pub durability: crate::storage::SyncPolicy,
+    /// Write-ahead log segment size: the log rolls and checkpoints past it.
+    pub wal_segment_bytes: u64,
 }
 
 impl std::fmt::Debug for KvConfig {
@@ -48,6 +50,7 @@ impl std::fmt::Debug for KvConfig {
             .field("peer_timeout_ms", &self.peer_timeout_ms)
             .field("relay_after_ms", &self.relay_after_ms)
             .field("durability", &self.durability)
+            .field("wal_segment_bytes", &self.wal_segment_bytes)
             .finish()
     }
 }
@@ -70,6 +73,7 @@ impl KvConfig {
             peer_timeout_ms: 2_000,
             relay_after_ms: 1_000,
             durability: crate::storage::SyncPolicy::Fsync,
+            wal_segment_bytes: crate::storage::SEGMENT_BYTES,
         }
     }
 
@@ -128,6 +132,7 @@ impl KvConfig {
     /// | `PEER_TIMEOUT_MS` | timeout of each replication request | 2000 |
     /// | `RELAY_AFTER_MS` | how long a peer may lag on an origin before others relay it | 1000 |
     /// | `DURABILITY` | `fsync` (group commit, fsync before ack), `eventual` (no fsync before ack), `memory` (nothing on disk) | `fsync` |
+    /// | `WAL_SEGMENT_BYTES` | log segment size; past it the log rolls and checkpoints in the background | 8388608 |
     pub fn from_env() -> Result<Self> {
         let node_id: usize = required("NODE_ID")?;
         let peers = parse_peers(&required::<String>("PEERS")?)?;
@@ -149,6 +154,7 @@ impl KvConfig {
             peer_timeout_ms: parse_or("PEER_TIMEOUT_MS", d.peer_timeout_ms)?,
             relay_after_ms: parse_or("RELAY_AFTER_MS", d.relay_after_ms)?,
             durability: parse_or("DURABILITY", d.durability)?,
+            wal_segment_bytes: parse_or("WAL_SEGMENT_BYTES", d.wal_segment_bytes)?,
             ..d
         };
         config.validate()?;

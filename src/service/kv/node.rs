@@ -38,6 +38,7 @@ pub fn start_node(config: &KvConfig) -> Result<KvNode> {
         SyncPolicy::Memory => (None, Recovered::empty(n)),
         policy => {
             let (s, r) = Storage::open(&config.data_dir, me, n, policy)?;
+            s.set_segment_bytes(config.wal_segment_bytes);
             (Some(Arc::new(s)), r)
         }
     };
