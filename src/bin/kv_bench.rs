@@ -70,7 +70,7 @@ enum What {
     Storage {
         #[arg(long, default_value_t = 64)]
         group: usize,
-        #[arg(long, default_value_t = 300)]
+        #[arg(long, default_value_t = 3000)]
         groups: usize,
     },
     /// Memory and disk of nodes holding many keys.
@@ -418,10 +418,24 @@ fn bench_cluster(
     let mut totals: Vec<Vec<Option<PhaseResult>>> =
         clusters.iter().map(|_| vec![None, None, None]).collect();
     let mut converge: Vec<Option<Duration>> = clusters.iter().map(|_| None).collect();
-    for _ in 0..rounds {
-        for (c, (_, (_, urls))) in clusters.iter().enumerate() {
+    let mut per_round = Vec::new();
+    for round in 1..=rounds {
+        for (c, (policy, (_, urls))) in clusters.iter().enumerate() {
             for (i, (_, op)) in ops.iter().enumerate() {
+                let before = (*op == Op::Put).then(|| sys.block_on(commit_path(&urls[0])));
                 let r = run_phase(&urls[0], *op, connections, threads, seconds, keys);
+                if let Some(before) = before {
+                    let after = sys.block_on(commit_path(&urls[0]));
+                    per_round.push(format!(
+                        "{:>10} {:>5} {:>10.0} {:>9.2} {:>9.2}   {}",
+                        policy,
+                        round,
+                        r.ops as f64 / r.secs,
+                        r.hist.value_at_quantile(0.99) as f64 / 1000.0,
+                        r.hist.max() as f64 / 1000.0,
+                        commit_summary(before, after),
+                    ));
+                }
                 match &mut totals[c][i] {
                     Some(t) => {
                         t.ops += r.ops;
@@ -440,6 +454,15 @@ fn bench_cluster(
             }
         }
     }
+    println!("\nput phases, round by round (commit path of node 0 during the phase):");
+    println!(
+        "{:>10} {:>5} {:>10} {:>9} {:>9}   commit path",
+        "durability", "round", "puts/s", "p99 ms", "max ms"
+    );
+    for line in &per_round {
+        println!("{line}");
+    }
+    println!("\nall rounds:");
     println!(
         "{:>10} {:>8} {:>10} {:>8} {:>9} {:>9} {:>9} {:>12}",
         "durability", "phase", "ops/s", "errors", "p50 ms", "p99 ms", "max ms", "vs health"
@@ -490,20 +513,132 @@ fn bench_cluster(
     Ok(())
 }
 
-/// Commits `groups` groups of `group` writes (random keys among 100 000,
-/// 16-byte values) per durability policy and reports the time per commit.
+/// Node 0's commit-path histograms: (name, le) bucket counts plus sums and
+/// counts, keyed by series.
+type CommitPath = std::collections::BTreeMap<(String, String), f64>;
+
+async fn commit_path(url: &str) -> CommitPath {
+    let client = awc::Client::default();
+    let mut out = CommitPath::new();
+    let Ok(mut resp) = client.get(format!("{url}/metrics")).send().await else {
+        return out;
+    };
+    let Ok(body) = resp.body().limit(1 << 24).await else {
+        return out;
+    };
+    let text = String::from_utf8_lossy(&body);
+    for s in causal_grid::grid::exposition::parse(&text).unwrap_or_default() {
+        if s.name.starts_with("kv_commit_")
+            || s.name.starts_with("kv_fsync_")
+            || s.name.starts_with("kv_checkpoint_")
+            || s.name.starts_with("kv_put_queue_")
+        {
+            let le = s.label("le").unwrap_or("").to_string();
+            out.insert((s.name, le), s.value);
+        }
+    }
+    out
+}
+
+/// What moved between two scrapes: commits, mean writes per group, the
+/// fdatasync's mean and the bucket its slowest fell in, checkpoints and the
+/// bucket of the slowest, and the bucket of the slowest put's queueing.
+fn commit_summary(before: CommitPath, after: CommitPath) -> String {
+    let delta = |name: &str, le: &str| {
+        let key = (name.to_string(), le.to_string());
+        after.get(&key).copied().unwrap_or(0.0) - before.get(&key).copied().unwrap_or(0.0)
+    };
+    // The upper bound of the highest bucket that gained an observation.
+    let worst = |name: &str| -> String {
+        let bucket = format!("{name}_bucket");
+        let mut bounds: Vec<(f64, f64)> = after
+            .keys()
+            .filter(|(n, _)| *n == bucket)
+            .filter_map(|(_, le)| Some((le.parse::<f64>().ok()?, delta(&bucket, le))))
+            .collect();
+        bounds.sort_by(|a, b| a.0.total_cmp(&b.0));
+        let total = delta(&format!("{name}_count"), "");
+        match bounds.iter().find(|(_, c)| *c >= total) {
+            _ if total == 0.0 => "-".into(),
+            Some((le, _)) if le.is_finite() => format!("<={:.1}ms", le * 1000.0),
+            _ => "beyond the buckets".into(),
+        }
+    };
+    let mean = |name: &str| {
+        let n = delta(&format!("{name}_count"), "");
+        if n > 0.0 {
+            delta(&format!("{name}_sum"), "") / n
+        } else {
+            0.0
+        }
+    };
+    let commits = delta("kv_commit_duration_seconds_count", "");
+    if commits == 0.0 {
+        return "(no commit metrics: memory mode)".into();
+    }
+    format!(
+        "{commits:.0} commits of {:.0} writes, commit mean {:.2}ms worst {}; fsync mean {:.2}ms worst {}; {:.0} checkpoints worst {} ({:.1} MB); put queue worst {}",
+        mean("kv_commit_group_writes"),
+        mean("kv_commit_duration_seconds") * 1000.0,
+        worst("kv_commit_duration_seconds"),
+        mean("kv_fsync_duration_seconds") * 1000.0,
+        worst("kv_fsync_duration_seconds"),
+        delta("kv_checkpoint_duration_seconds_count", ""),
+        worst("kv_checkpoint_duration_seconds"),
+        delta("kv_checkpoint_bytes_sum", "") / 1e6,
+        worst("kv_put_queue_seconds"),
+    )
+}
+
+/// Commits `groups` groups of `group` writes (random keys among 1M, 16-byte
+/// values, the previous group's clock as the stable trim, as in a healthy
+/// cluster) per durability policy, back to back, and reports the time per
+/// commit, split by whether a background checkpoint was running.
 fn bench_storage(group: usize, groups: usize) -> Result<(), String> {
     use causal_grid::storage::{Storage, SyncPolicy};
     println!("storage group commits: {groups} groups of {group} writes");
-    for policy in [SyncPolicy::Eventual, SyncPolicy::Fsync] {
+    println!(
+        "{:>17} {:>10} {:>12} {:>8} {:>9} {:>9} {:>9} {:>12}",
+        "policy/log",
+        "writes/s",
+        "checkpoint",
+        "commits",
+        "p50 ms",
+        "p99 ms",
+        "max ms",
+        "checkpoints"
+    );
+    let new_hist =
+        || Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).map_err(|e| e.to_string());
+    // Fsync with a preallocated log and with plain appends alternate, so
+    // the machine's drift hits both alike.
+    let runs = [
+        (SyncPolicy::Eventual, true),
+        (SyncPolicy::Fsync, true),
+        (SyncPolicy::Fsync, false),
+        (SyncPolicy::Fsync, true),
+        (SyncPolicy::Fsync, false),
+    ];
+    for (policy, preallocate) in runs {
         let dir = std::env::temp_dir().join(format!("kv-bench-storage-{}", std::process::id()));
-        let (storage, _) = Storage::open(&dir, 0, 3, policy).map_err(|e| e.to_string())?;
+        let options = causal_grid::storage::WalOptions {
+            preallocate,
+            ..Default::default()
+        };
+        let (storage, _) =
+            Storage::open_with(&dir, 0, 3, policy, options).map_err(|e| e.to_string())?;
+        let policy = format!(
+            "{policy:?}/{}",
+            if preallocate { "prealloc" } else { "append" }
+        );
         let mut rng = SmallRng::seed_from_u64(7);
         let mut clock = VClock::zero(3);
-        let mut hist =
-            Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).map_err(|e| e.to_string())?;
+        // [without a checkpoint running, with one]
+        let mut hists = [new_hist()?, new_hist()?];
+        let mut checkpoints = Vec::new();
         let start = Instant::now();
         for _ in 0..groups {
+            let stable = clock.clone();
             let writes: Vec<Write> = (0..group)
                 .map(|_| {
                     let seq = clock.increment(0);
@@ -511,7 +646,7 @@ fn bench_storage(group: usize, groups: usize) -> Result<(), String> {
                         origin: 0,
                         seq,
                         vc: clock.clone(),
-                        key: format!("key{:08}", rng.gen_range(0..100_000)),
+                        key: format!("key{:08}", rng.gen_range(0..1_000_000)),
                         value: format!("{:016}", seq),
                         ts_ms: 0,
                     }
@@ -522,22 +657,44 @@ fn bench_storage(group: usize, groups: usize) -> Result<(), String> {
                 snapshot: None,
                 writes,
                 delivered: clock.clone(),
-                trim: None,
+                trim: Some(stable),
                 sync: false,
                 rebuilding: false,
             };
+            let during = storage.checkpointing();
             let began = Instant::now();
-            storage.commit(&group).map_err(|e| e.to_string())?;
-            let _ = hist.record(began.elapsed().as_micros() as u64);
+            let stats = storage.commit(&group).map_err(|e| e.to_string())?;
+            let _ = hists[usize::from(during)].record(began.elapsed().as_micros() as u64);
+            checkpoints.extend(stats.checkpoint);
         }
         let secs = start.elapsed().as_secs_f64();
-        println!(
-            "{:>9?}: {:.0} writes/s, commit p50 {:.2} ms, p99 {:.2} ms",
-            policy,
-            (groups * group) as f64 / secs,
-            hist.value_at_quantile(0.5) as f64 / 1000.0,
-            hist.value_at_quantile(0.99) as f64 / 1000.0
-        );
+        for (during, hist) in hists.iter().enumerate() {
+            let ckpt = if during == 1 {
+                let longest = checkpoints
+                    .iter()
+                    .map(|c| c.duration)
+                    .max()
+                    .unwrap_or_default();
+                format!(
+                    "{} <= {:.0} ms",
+                    checkpoints.len(),
+                    longest.as_secs_f64() * 1000.0
+                )
+            } else {
+                String::new()
+            };
+            println!(
+                "{:>17} {:>10.0} {:>12} {:>8} {:>9.2} {:>9.2} {:>9.2} {:>12}",
+                policy,
+                (groups * group) as f64 / secs,
+                if during == 1 { "running" } else { "none" },
+                hist.len(),
+                hist.value_at_quantile(0.5) as f64 / 1000.0,
+                hist.value_at_quantile(0.99) as f64 / 1000.0,
+                hist.max() as f64 / 1000.0,
+                ckpt
+            );
+        }
         drop(storage);
         let _ = std::fs::remove_dir_all(&dir);
     }

@@ -137,6 +137,26 @@ pub struct CheckpointStats {
 /// Segment size after which the write-ahead log rolls and checkpoints.
 pub const SEGMENT_BYTES: u64 = 8 * 1024 * 1024;
 
+/// How the write-ahead log is laid out on disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WalOptions {
+    /// Past this size a segment is closed and checkpointed in the background.
+    pub segment_bytes: u64,
+    /// Zero-fill each segment ahead of use, so a commit overwrites existing
+    /// blocks and its `fdatasync` needs no filesystem journal commit (see
+    /// `wal`). On by default.
+    pub preallocate: bool,
+}
+
+impl Default for WalOptions {
+    fn default() -> Self {
+        WalOptions {
+            segment_bytes: SEGMENT_BYTES,
+            preallocate: true,
+        }
+    }
+}
+
 pub struct Storage {
     db: Arc<Database>,
     dir: PathBuf,
@@ -149,6 +169,14 @@ struct Inner {
     /// next checkpoint.
     trim: Option<VClock>,
     checkpointer: Option<std::thread::JoinHandle<Result<CheckpointStats>>>,
+    /// The highest segment a checkpoint has taken (or recovery removed).
+    checkpointed: u64,
+    /// The delivered clock and rebuild mark as of the last record written,
+    /// and as of the end of the last closed segment: what a checkpoint of
+    /// the closed segments may claim (never the state of a record that went
+    /// to the current segment).
+    written: (VClock, bool),
+    closed: (VClock, bool),
     segment_bytes: u64,
     /// The rebuild mark as last stored.
     rebuilding: bool,
@@ -196,12 +224,24 @@ fn dberr<E: Into<redb::Error>>(what: &'static str) -> impl Fn(E) -> Error {
 }
 
 impl Storage {
-    /// Opens (or creates) the database in `dir` and recovers the node's state.
+    /// Opens (or creates) the database in `dir` and recovers the node's
+    /// state, with the default log layout.
     pub fn open(
         dir: &Path,
         me: NodeId,
         n: usize,
         policy: SyncPolicy,
+    ) -> Result<(Storage, Recovered)> {
+        Self::open_with(dir, me, n, policy, WalOptions::default())
+    }
+
+    /// Opens (or creates) the database in `dir` and recovers the node's state.
+    pub fn open_with(
+        dir: &Path,
+        me: NodeId,
+        n: usize,
+        policy: SyncPolicy,
+        options: WalOptions,
     ) -> Result<(Storage, Recovered)> {
         std::fs::create_dir_all(dir).map_err(|e| {
             Error::config(format!("DATA_DIR {} cannot be created: {e}", dir.display()))
@@ -218,7 +258,13 @@ impl Storage {
             })?;
         let db = Arc::new(db);
         let mut recovered = recover(&db, me, n)?;
-        let (wal, segments) = Wal::open(dir, policy == SyncPolicy::Fsync)?;
+        let segment_bytes = options.segment_bytes.max(1);
+        let prealloc = if options.preallocate {
+            segment_bytes
+        } else {
+            0
+        };
+        let (wal, segments) = Wal::open(dir, policy == SyncPolicy::Fsync, prealloc)?;
 
         // Replay what the last checkpoint does not cover.
         let covered = recovered.boot.delivered.clone();
@@ -268,7 +314,10 @@ impl Storage {
                 wal,
                 trim: None,
                 checkpointer: None,
-                segment_bytes: SEGMENT_BYTES,
+                checkpointed: last_segment.unwrap_or(0),
+                written: (recovered.boot.delivered.clone(), recovered.boot.rebuilding),
+                closed: (recovered.boot.delivered.clone(), recovered.boot.rebuilding),
+                segment_bytes,
                 rebuilding: recovered.boot.rebuilding,
             }),
         };
@@ -423,6 +472,9 @@ impl Storage {
             )?);
             inner.rebuilding = group.rebuilding;
             Wal::remove_upto(&self.dir, closed)?;
+            inner.checkpointed = closed;
+            inner.written = (group.delivered.clone(), group.rebuilding);
+            inner.closed = inner.written.clone();
             return Ok(stats);
         }
         let mark = (group.rebuilding != inner.rebuilding).then_some(group.rebuilding);
@@ -433,37 +485,53 @@ impl Storage {
             })
             .map_err(Error::internal)?;
             stats.bytes = record.len();
+            let segment = inner.wal.segment();
             stats.fsync = inner.wal.append(&record)?;
+            if inner.wal.segment() != segment {
+                // The log moved on before this record: the closed segments
+                // end with the previous one.
+                inner.closed = inner.written.clone();
+            }
             inner.rebuilding = group.rebuilding;
+            inner.written = (group.delivered.clone(), group.rebuilding);
         }
         if group.sync && stats.fsync.is_none() {
             stats.fsync = Some(inner.wal.sync()?);
         }
-        if inner.wal.bytes() >= inner.segment_bytes && inner.checkpointer.is_none() {
-            // The closed segments are read back from disk (the page cache,
-            // usually) rather than kept in memory until their checkpoint.
-            let closed = inner.wal.rotate()?;
-            let clock = group.delivered.clone();
-            let trim = inner.trim.clone();
-            let rebuilding = group.rebuilding;
-            let db = self.db.clone();
-            let dir = self.dir.clone();
-            inner.checkpointer = Some(std::thread::spawn(move || {
-                let batch = closed_writes(&dir, closed)?;
-                let stats = checkpoint(&db, None, &batch, &clock, trim.as_ref(), rebuilding)?;
-                Wal::remove_upto(&dir, closed)?;
-                Ok(stats)
-            }));
+        if inner.checkpointer.is_none() {
+            // A preallocated log moves to its next segment by itself when
+            // one is full; a plain one is rolled here.
+            if inner.wal.bytes() >= inner.segment_bytes {
+                inner.wal.rotate()?;
+                inner.closed = inner.written.clone();
+            }
+            let closed = inner.wal.segment() - 1;
+            if closed > inner.checkpointed {
+                // The closed segments are read back from disk (the page
+                // cache, usually) rather than kept in memory until their
+                // checkpoint.
+                inner.checkpointed = closed;
+                let (clock, rebuilding) = inner.closed.clone();
+                let trim = inner.trim.clone();
+                let db = self.db.clone();
+                let dir = self.dir.clone();
+                inner.checkpointer = Some(std::thread::spawn(move || {
+                    let batch = closed_writes(&dir, closed)?;
+                    let stats = checkpoint(&db, None, &batch, &clock, trim.as_ref(), rebuilding)?;
+                    Wal::remove_upto(&dir, closed)?;
+                    Ok(stats)
+                }));
+            }
         }
         Ok(stats)
     }
 
-    /// Sets the size at which the log rolls and checkpoints (tests use a
-    /// small one to exercise checkpoints).
-    pub fn set_segment_bytes(&self, bytes: u64) {
-        if let Ok(mut inner) = self.inner.lock() {
-            inner.segment_bytes = bytes.max(1);
-        }
+    /// Whether a background checkpoint is running (for benchmarks that
+    /// separate commits made during one from the others).
+    pub fn checkpointing(&self) -> bool {
+        self.inner
+            .lock()
+            .is_ok_and(|i| i.checkpointer.as_ref().is_some_and(|h| !h.is_finished()))
     }
 }
 
@@ -611,44 +679,54 @@ mod tests {
 
     #[test]
     fn checkpoints_move_the_log_into_the_database_and_recovery_combines_both() {
-        let dir = tmp();
-        let (s, _) = Storage::open(&dir, 0, 1, SyncPolicy::Fsync).unwrap();
-        s.set_segment_bytes(2048);
-        let mut clock = VClock::zero(1);
-        for i in 1..=120u64 {
-            let seq = clock.increment(0);
-            let write = w(0, &[seq], &format!("k{}", i % 17), &i.to_string());
-            let trim = (i % 10 == 0).then(|| VClock::from_vec(vec![i - 5]));
-            s.commit(&group(std::slice::from_ref(&write), &clock, trim.as_ref()))
-                .unwrap();
-        }
-        drop(s);
-        let segments = std::fs::read_dir(&dir)
-            .unwrap()
-            .filter(|e| {
-                e.as_ref()
-                    .unwrap()
-                    .file_name()
-                    .to_string_lossy()
-                    .starts_with("wal-")
-            })
-            .count();
-        assert!(
-            segments <= 3,
-            "checkpointed segments are deleted ({segments} left)"
-        );
-        let (_, r) = Storage::open(&dir, 0, 1, SyncPolicy::Fsync).unwrap();
-        assert_eq!(r.boot.delivered, VClock::from_vec(vec![120]));
-        for k in 0..17u64 {
-            // The last write of each key wins.
-            let last = (1..=120u64).filter(|i| i % 17 == k).max().unwrap();
-            assert_eq!(
-                r.store.get(&format!("k{k}")).unwrap().value,
-                last.to_string().into()
+        for preallocate in [true, false] {
+            let options = WalOptions {
+                segment_bytes: 2048,
+                preallocate,
+            };
+            let dir = tmp();
+            let (s, _) = Storage::open_with(&dir, 0, 1, SyncPolicy::Fsync, options).unwrap();
+            let mut clock = VClock::zero(1);
+            let mut checkpoints = 0;
+            for i in 1..=120u64 {
+                let seq = clock.increment(0);
+                let write = w(0, &[seq], &format!("k{}", i % 17), &i.to_string());
+                let trim = (i % 10 == 0).then(|| VClock::from_vec(vec![i - 5]));
+                let stats = s
+                    .commit(&group(std::slice::from_ref(&write), &clock, trim.as_ref()))
+                    .unwrap();
+                assert!(stats.fsync.is_some() && stats.writes == 1 && stats.bytes > 0);
+                checkpoints += usize::from(stats.checkpoint.is_some());
+            }
+            drop(s);
+            assert!(checkpoints >= 1, "preallocate {preallocate}: no checkpoint");
+            let segments = std::fs::read_dir(&dir)
+                .unwrap()
+                .filter(|e| {
+                    e.as_ref()
+                        .unwrap()
+                        .file_name()
+                        .to_string_lossy()
+                        .starts_with("wal-")
+                })
+                .count();
+            assert!(
+                segments <= 4,
+                "checkpointed segments are deleted ({segments} left)"
             );
+            let (_, r) = Storage::open_with(&dir, 0, 1, SyncPolicy::Fsync, options).unwrap();
+            assert_eq!(r.boot.delivered, VClock::from_vec(vec![120]));
+            for k in 0..17u64 {
+                // The last write of each key wins.
+                let last = (1..=120u64).filter(|i| i % 17 == k).max().unwrap();
+                assert_eq!(
+                    r.store.get(&format!("k{k}")).unwrap().value,
+                    last.to_string().into()
+                );
+            }
+            assert!(r.boot.log.len() < 120, "stable writes were trimmed");
+            let _ = std::fs::remove_dir_all(&dir);
         }
-        assert!(r.boot.log.len() < 120, "stable writes were trimmed");
-        let _ = std::fs::remove_dir_all(&dir);
     }
 
     fn log_keys(db: &Database) -> Vec<(u64, u64)> {

@@ -1,19 +1,34 @@
 //! The write-ahead log: numbered segment files of checksummed records.
 //!
-//! A record is `[length: u32 LE][crc32: u32 LE][payload]`. Appends go to the
-//! newest segment; a group commit is one record and one `fdatasync`
-//! (sequential I/O, whatever the keys). Segments are deleted once their
-//! content has been checkpointed into the database.
+//! A record is `[length: u32 LE][crc32: u32 LE][payload]`, the payload never
+//! empty. Appends go to the newest segment; a group commit is one record and
+//! one `fdatasync` (sequential I/O, whatever the keys). Segments are deleted
+//! once their content has been checkpointed into the database.
 //!
-//! On open, every segment is read in order. A record that is cut short or
-//! fails its checksum ends the log: at the end of the newest segment that is
-//! a torn write from a crash, and the tail is cut off (and reported); in an
-//! older segment it is corruption, and opening fails rather than skipping
-//! acknowledged writes.
+//! **Preallocated segments.** With `prealloc > 0`, every segment is created
+//! at that size and filled with zeros (written and synced, not merely
+//! `fallocate`d, whose unwritten extents would need a metadata update on
+//! first write) by a background thread before it is needed. A record then
+//! overwrites blocks that already exist, so its `fdatasync` writes only
+//! data: no file size or extent change, hence no filesystem journal commit,
+//! which on ext4 (`data=ordered`) would also wait for every other file's
+//! dirty data, such as a checkpoint's database pages. When a record does not
+//! fit in what is left, the log moves to the next, already zeroed, segment.
+//! A record larger than a whole segment is still written, past its end.
+//!
+//! On open, every segment is read in order. A zero length ends a segment's
+//! records; after them, zeros are the unused part of a preallocated segment.
+//! A record that is cut short or fails its checksum, or non-zero bytes after
+//! the last record, end the log: in the newest segment holding any non-zero
+//! byte that is a torn write from a crash, and the tail is cut off (and
+//! reported); in an older segment it is corruption, and opening fails rather
+//! than skipping acknowledged writes.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Write as _};
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result};
@@ -33,8 +48,13 @@ pub struct Wal {
     dir: PathBuf,
     file: File,
     segment: u64,
+    /// Bytes of records in the current segment (the next write's offset).
     bytes: u64,
     sync: bool,
+    /// Size each new segment is zero-filled to; 0 for plain appends.
+    prealloc: u64,
+    /// The next segment, being zero-filled in the background.
+    next: Option<JoinHandle<Result<File>>>,
 }
 
 fn segment_path(dir: &Path, n: u64) -> PathBuf {
@@ -59,9 +79,18 @@ fn segments(dir: &Path) -> Result<Vec<u64>> {
     Ok(found)
 }
 
-/// Reads the valid records of one segment; returns them and the length of
-/// the valid prefix.
-fn read_segment(path: &Path) -> Result<(Vec<Vec<u8>>, u64, u64)> {
+/// What reading one segment found.
+struct SegmentRead {
+    records: Vec<Vec<u8>>,
+    /// Length of the valid prefix (the records).
+    valid: u64,
+    /// Whether every byte after the records is zero (unused preallocated
+    /// space, or nothing at all).
+    clean: bool,
+}
+
+/// Reads the valid records of one segment.
+fn read_segment(path: &Path) -> Result<SegmentRead> {
     let mut bytes = Vec::new();
     File::open(path)
         .and_then(|mut f| f.read_to_end(&mut bytes))
@@ -72,7 +101,7 @@ fn read_segment(path: &Path) -> Result<(Vec<Vec<u8>>, u64, u64)> {
         let len =
             u32::from_le_bytes([bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]]) as usize;
         let crc = u32::from_le_bytes([bytes[at + 4], bytes[at + 5], bytes[at + 6], bytes[at + 7]]);
-        if len > MAX_RECORD || bytes.len() - at - HEADER < len {
+        if len == 0 || len > MAX_RECORD || bytes.len() - at - HEADER < len {
             break;
         }
         let payload = &bytes[at + HEADER..at + HEADER + len];
@@ -82,88 +111,148 @@ fn read_segment(path: &Path) -> Result<(Vec<Vec<u8>>, u64, u64)> {
         records.push(payload.to_vec());
         at += HEADER + len;
     }
-    Ok((records, at as u64, bytes.len() as u64))
+    Ok(SegmentRead {
+        records,
+        valid: at as u64,
+        clean: bytes[at..].iter().all(|&b| b == 0),
+    })
+}
+
+/// Creates segment `n`, zero-filled to `size` bytes and synced with its
+/// directory entry, ready to be overwritten.
+fn prepare(dir: &Path, n: u64, size: u64) -> Result<File> {
+    let file = OpenOptions::new()
+        .create(true)
+        .truncate(true)
+        .read(true)
+        .write(true)
+        .open(segment_path(dir, n))
+        .map_err(io("create"))?;
+    let zeros = vec![0u8; 1 << 20];
+    let mut at = 0;
+    while at < size {
+        let chunk = (size - at).min(zeros.len() as u64) as usize;
+        file.write_all_at(&zeros[..chunk], at)
+            .map_err(io("preallocate"))?;
+        at += chunk as u64;
+    }
+    file.sync_all().map_err(io("sync"))?;
+    sync_dir(dir);
+    Ok(file)
+}
+
+/// Makes new directory entries durable.
+fn sync_dir(dir: &Path) {
+    if let Ok(d) = File::open(dir) {
+        let _ = d.sync_all();
+    }
 }
 
 impl Wal {
     /// Opens the log in `dir`: returns every valid record of the existing
     /// segments, in order, with the segment numbers they came from, and a log
-    /// that appends to a fresh segment after them.
-    pub fn open(dir: &Path, sync: bool) -> Result<(Wal, Vec<Segment>)> {
+    /// that writes to a fresh segment after them (zero-filled to `prealloc`
+    /// bytes when that is not 0).
+    pub fn open(dir: &Path, sync: bool, prealloc: u64) -> Result<(Wal, Vec<Segment>)> {
         let existing = segments(dir)?;
-        // The tail is the last segment holding any bytes (a crash may leave
-        // a newer, empty one behind it).
-        let tail = existing
+        let mut read = Vec::new();
+        for &n in &existing {
+            read.push((n, read_segment(&segment_path(dir, n))?));
+        }
+        // The tail is the last segment holding any non-zero byte (a crash
+        // may leave a newer, empty or zero-filled one behind it).
+        let tail = read
             .iter()
             .rev()
-            .find(|&&n| {
-                fs::metadata(segment_path(dir, n))
-                    .map(|m| m.len() > 0)
-                    .unwrap_or(false)
-            })
-            .copied();
+            .find(|(_, r)| r.valid > 0 || !r.clean)
+            .map(|(n, _)| *n);
         let mut found = Vec::new();
-        for &n in &existing {
+        for (n, r) in read {
             let path = segment_path(dir, n);
-            let (records, valid, total) = read_segment(&path)?;
-            if valid < total {
+            if !r.clean {
                 if Some(n) == tail {
                     log::warn!(
-                        "write-ahead log {}: discarding a torn tail of {} bytes (a write interrupted by a crash; it was never acknowledged)",
+                        "write-ahead log {}: discarding a torn tail after byte {} (a write interrupted by a crash; it was never acknowledged)",
                         path.display(),
-                        total - valid
+                        r.valid
                     );
                     let f = OpenOptions::new()
                         .write(true)
                         .open(&path)
                         .map_err(io("open"))?;
-                    f.set_len(valid).map_err(io("truncate"))?;
+                    f.set_len(r.valid).map_err(io("truncate"))?;
                     f.sync_all().map_err(io("sync"))?;
                 } else {
                     return Err(Error::config(format!(
-                        "write-ahead log {} is corrupted at byte {valid} (not at its end): refusing to start; move DATA_DIR away to rebuild this node from its peers",
-                        path.display()
+                        "write-ahead log {} is corrupted at byte {} (not at its end): refusing to start; move DATA_DIR away to rebuild this node from its peers",
+                        path.display(),
+                        r.valid
                     )));
                 }
             }
-            found.push((n, records));
+            found.push((n, r.records));
         }
         let segment = existing.last().map_or(1, |n| n + 1);
-        let file = Self::create(dir, segment)?;
-        Ok((
-            Wal {
-                dir: dir.to_path_buf(),
-                file,
-                segment,
-                bytes: 0,
-                sync,
-            },
-            found,
-        ))
+        let file = Self::create(dir, segment, prealloc)?;
+        let mut wal = Wal {
+            dir: dir.to_path_buf(),
+            file,
+            segment,
+            bytes: 0,
+            sync,
+            prealloc,
+            next: None,
+        };
+        wal.prepare_next();
+        Ok((wal, found))
     }
 
-    fn create(dir: &Path, n: u64) -> Result<File> {
+    fn create(dir: &Path, n: u64, prealloc: u64) -> Result<File> {
+        if prealloc > 0 {
+            return prepare(dir, n, prealloc);
+        }
         let file = OpenOptions::new()
             .create(true)
             .append(true)
             .open(segment_path(dir, n))
             .map_err(io("create"))?;
         // Make the new file's directory entry durable too.
-        if let Ok(d) = File::open(dir) {
-            let _ = d.sync_all();
-        }
+        sync_dir(dir);
         Ok(file)
     }
 
+    /// Starts zero-filling the segment after the current one.
+    fn prepare_next(&mut self) {
+        if self.prealloc > 0 && self.next.is_none() {
+            let (dir, n, size) = (self.dir.clone(), self.segment + 1, self.prealloc);
+            self.next = Some(std::thread::spawn(move || prepare(&dir, n, size)));
+        }
+    }
+
     /// Appends one record; with `sync`, it is on disk when this returns,
-    /// and the time the `fdatasync` took is returned.
+    /// and the time the `fdatasync` took is returned. In a preallocated log,
+    /// a record that does not fit in what is left of the segment goes to
+    /// the next one.
     pub fn append(&mut self, payload: &[u8]) -> Result<Option<Duration>> {
+        if payload.is_empty() {
+            return Err(Error::internal("write-ahead log: an empty record"));
+        }
+        let len = (HEADER + payload.len()) as u64;
+        if self.prealloc > 0 && self.bytes > 0 && self.bytes + len > self.prealloc {
+            self.rotate()?;
+        }
         let mut buf = Vec::with_capacity(HEADER + payload.len());
         buf.extend_from_slice(&(payload.len() as u32).to_le_bytes());
         buf.extend_from_slice(&crc32fast::hash(payload).to_le_bytes());
         buf.extend_from_slice(payload);
-        self.file.write_all(&buf).map_err(io("append"))?;
-        self.bytes += buf.len() as u64;
+        if self.prealloc > 0 {
+            self.file
+                .write_all_at(&buf, self.bytes)
+                .map_err(io("write"))?;
+        } else {
+            self.file.write_all(&buf).map_err(io("append"))?;
+        }
+        self.bytes += len;
         if self.sync {
             return self.sync().map(Some);
         }
@@ -178,12 +267,12 @@ impl Wal {
         Ok(start.elapsed())
     }
 
-    /// Bytes in the current segment.
+    /// Bytes of records in the current segment.
     pub fn bytes(&self) -> u64 {
         self.bytes
     }
 
-    #[cfg(test)]
+    /// The current segment's number; every lower one is closed.
     pub fn segment(&self) -> u64 {
         self.segment
     }
@@ -193,9 +282,15 @@ impl Wal {
     pub fn rotate(&mut self) -> Result<u64> {
         self.file.sync_data().map_err(io("sync"))?;
         let closed = self.segment;
-        self.segment += 1;
-        self.file = Self::create(&self.dir, self.segment)?;
+        self.file = match self.next.take() {
+            Some(handle) => handle.join().map_err(|_| {
+                Error::internal("write-ahead log: the preallocating thread panicked")
+            })??,
+            None => Self::create(&self.dir, closed + 1, self.prealloc)?,
+        };
+        self.segment = closed + 1;
         self.bytes = 0;
+        self.prepare_next();
         Ok(closed)
     }
 
@@ -205,14 +300,15 @@ impl Wal {
         let mut all = Vec::new();
         for n in segments(dir)?.into_iter().filter(|&n| n <= upto) {
             let path = segment_path(dir, n);
-            let (records, valid, total) = read_segment(&path)?;
-            if valid < total {
+            let r = read_segment(&path)?;
+            if !r.clean {
                 return Err(Error::internal(format!(
-                    "write-ahead log {} is corrupted at byte {valid}",
-                    path.display()
+                    "write-ahead log {} is corrupted at byte {}",
+                    path.display(),
+                    r.valid
                 )));
             }
-            all.extend(records);
+            all.extend(r.records);
         }
         Ok(all)
     }
@@ -225,6 +321,15 @@ impl Wal {
             }
         }
         Ok(())
+    }
+}
+
+impl Drop for Wal {
+    /// Lets a segment being zero-filled finish, so no thread outlives the log.
+    fn drop(&mut self) {
+        if let Some(handle) = self.next.take() {
+            let _ = handle.join();
+        }
     }
 }
 
@@ -241,17 +346,17 @@ mod tests {
     #[test]
     fn records_survive_reopen_and_rotation() {
         let dir = tmp();
-        let (mut wal, found) = Wal::open(&dir, true).unwrap();
+        let (mut wal, found) = Wal::open(&dir, true, 0).unwrap();
         assert!(found.is_empty());
         wal.append(b"one").unwrap();
         let closed = wal.rotate().unwrap();
         wal.append(b"two").unwrap();
         drop(wal);
-        let (_, found) = Wal::open(&dir, true).unwrap();
+        let (_, found) = Wal::open(&dir, true, 0).unwrap();
         let all: Vec<Vec<u8>> = found.iter().flat_map(|(_, r)| r.clone()).collect();
         assert_eq!(all, vec![b"one".to_vec(), b"two".to_vec()]);
         Wal::remove_upto(&dir, closed).unwrap();
-        let (_, found) = Wal::open(&dir, true).unwrap();
+        let (_, found) = Wal::open(&dir, true, 0).unwrap();
         let all: Vec<Vec<u8>> = found.iter().flat_map(|(_, r)| r.clone()).collect();
         assert_eq!(all, vec![b"two".to_vec()]);
         let _ = fs::remove_dir_all(&dir);
@@ -260,7 +365,7 @@ mod tests {
     #[test]
     fn a_torn_tail_is_cut_off_and_a_bad_checksum_ends_the_log() {
         let dir = tmp();
-        let (mut wal, _) = Wal::open(&dir, true).unwrap();
+        let (mut wal, _) = Wal::open(&dir, true, 0).unwrap();
         wal.append(b"good").unwrap();
         wal.append(b"also good").unwrap();
         let path = segment_path(&dir, wal.segment());
@@ -269,9 +374,10 @@ mod tests {
         let mut bytes = fs::read(&path).unwrap();
         let full = bytes.len();
         bytes.extend_from_slice(&100u32.to_le_bytes());
+        bytes.extend_from_slice(&7u32.to_le_bytes());
         bytes.extend_from_slice(&[1, 2, 3]);
         fs::write(&path, &bytes).unwrap();
-        let (_, found) = Wal::open(&dir, true).unwrap();
+        let (_, found) = Wal::open(&dir, true, 0).unwrap();
         assert_eq!(found.last().unwrap().1.len(), 2);
         assert_eq!(
             fs::metadata(&path).unwrap().len() as usize,
@@ -283,7 +389,7 @@ mod tests {
         let last = bytes.len() - 1;
         bytes[last] ^= 1;
         fs::write(&path, &bytes).unwrap();
-        let (_, found) = Wal::open(&dir, true).unwrap();
+        let (_, found) = Wal::open(&dir, true, 0).unwrap();
         let all: Vec<Vec<u8>> = found.iter().flat_map(|(_, r)| r.clone()).collect();
         assert_eq!(all, vec![b"good".to_vec()]);
         let _ = fs::remove_dir_all(&dir);
@@ -292,7 +398,7 @@ mod tests {
     #[test]
     fn corruption_before_the_last_segment_refuses_to_open() {
         let dir = tmp();
-        let (mut wal, _) = Wal::open(&dir, true).unwrap();
+        let (mut wal, _) = Wal::open(&dir, true, 0).unwrap();
         wal.append(b"first").unwrap();
         let first = wal.segment();
         wal.rotate().unwrap();
@@ -302,7 +408,86 @@ mod tests {
         let mut bytes = fs::read(&path).unwrap();
         bytes[HEADER] ^= 0xff;
         fs::write(&path, &bytes).unwrap();
-        assert!(matches!(Wal::open(&dir, true), Err(Error::Config(_))));
+        assert!(matches!(Wal::open(&dir, true, 0), Err(Error::Config(_))));
+        let _ = fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_preallocated_log_overwrites_zeros_and_moves_on_when_full() {
+        let dir = tmp();
+        let (mut wal, _) = Wal::open(&dir, true, 64).unwrap();
+        let first = wal.segment();
+        let path = segment_path(&dir, first);
+        assert_eq!(fs::metadata(&path).unwrap().len(), 64, "zero-filled");
+        wal.append(b"0123456789").unwrap();
+        wal.append(b"abcdefghij").unwrap();
+        assert_eq!(
+            fs::metadata(&path).unwrap().len(),
+            64,
+            "overwritten, not grown"
+        );
+        // 18 + 18 + 18 > 64 - 8: the third record goes to the next segment.
+        wal.append(b"ABCDEFGHIJ").unwrap();
+        wal.append(b"KLMNOPQRST").unwrap();
+        wal.append(b"UVWXYZ0123").unwrap();
+        assert_eq!(wal.segment(), first + 1);
+        // A record larger than a segment is written past its end.
+        let big = vec![b'x'; 100];
+        wal.append(&big).unwrap();
+        assert_eq!(wal.segment(), first + 2);
+        drop(wal);
+        let (_, found) = Wal::open(&dir, true, 64).unwrap();
+        let all: Vec<Vec<u8>> = found.iter().flat_map(|(_, r)| r.clone()).collect();
+        assert_eq!(
+            all,
+            vec![
+                b"0123456789".to_vec(),
+                b"abcdefghij".to_vec(),
+                b"ABCDEFGHIJ".to_vec(),
+                b"KLMNOPQRST".to_vec(),
+                b"UVWXYZ0123".to_vec(),
+                big
+            ]
+        );
+        // The zero-filled segment prepared next is found empty.
+        assert!(found.last().unwrap().1.is_empty());
+        let _ = fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn in_a_preallocated_log_a_torn_tail_is_cut_off_and_older_damage_refused() {
+        let dir = tmp();
+        let (mut wal, _) = Wal::open(&dir, true, 256).unwrap();
+        wal.append(b"good").unwrap();
+        let tail = wal.segment();
+        let path = segment_path(&dir, tail);
+        drop(wal);
+        // A torn write into the zeros: a header and part of its payload.
+        let mut bytes = fs::read(&path).unwrap();
+        bytes[12..16].copy_from_slice(&50u32.to_le_bytes());
+        bytes[16..20].copy_from_slice(&9u32.to_le_bytes());
+        bytes[20..23].copy_from_slice(&[1, 2, 3]);
+        fs::write(&path, &bytes).unwrap();
+        // The segment prepared after it is all zeros, so this is the tail.
+        let (mut wal, found) = Wal::open(&dir, true, 256).unwrap();
+        let all: Vec<Vec<u8>> = found.iter().flat_map(|(_, r)| r.clone()).collect();
+        assert_eq!(all, vec![b"good".to_vec()]);
+        assert_eq!(fs::metadata(&path).unwrap().len(), 12, "tail cut off");
+        // Damage after the records of a segment that is not the tail.
+        wal.append(b"later").unwrap();
+        drop(wal);
+        let mut bytes = fs::read(&path).unwrap();
+        bytes.extend_from_slice(&[0, 0, 5]);
+        fs::write(&path, &bytes).unwrap();
+        assert!(matches!(Wal::open(&dir, true, 256), Err(Error::Config(_))));
+        let _ = fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn empty_records_are_refused() {
+        let dir = tmp();
+        let (mut wal, _) = Wal::open(&dir, true, 64).unwrap();
+        assert!(wal.append(b"").is_err());
         let _ = fs::remove_dir_all(&dir);
     }
 }

@@ -30,6 +30,8 @@ pub struct KvConfig {
     pub durability: crate::storage::SyncPolicy,
     /// Write-ahead log segment size: the log rolls and checkpoints past it.
     pub wal_segment_bytes: u64,
+    /// Zero-fill log segments ahead of use (see `storage::wal`).
+    pub wal_preallocate: bool,
 }
 
 impl std::fmt::Debug for KvConfig {
@@ -51,6 +53,7 @@ impl std::fmt::Debug for KvConfig {
             .field("relay_after_ms", &self.relay_after_ms)
             .field("durability", &self.durability)
             .field("wal_segment_bytes", &self.wal_segment_bytes)
+            .field("wal_preallocate", &self.wal_preallocate)
             .finish()
     }
 }
@@ -74,11 +77,18 @@ impl KvConfig {
             relay_after_ms: 1_000,
             durability: crate::storage::SyncPolicy::Fsync,
             wal_segment_bytes: crate::storage::SEGMENT_BYTES,
+            wal_preallocate: true,
         }
     }
 
     /// Checks the relations between values.
     pub fn validate(&self) -> Result<()> {
+        if !(4096..=1 << 30).contains(&self.wal_segment_bytes) {
+            return Err(Error::config(format!(
+                "WAL_SEGMENT_BYTES must be from 4096 to 1073741824, got {}",
+                self.wal_segment_bytes
+            )));
+        }
         if self.node_id >= self.peers.len() {
             return Err(Error::config(format!(
                 "NODE_ID={} but PEERS lists {} nodes (ids 0..{})",
@@ -133,6 +143,7 @@ impl KvConfig {
     /// | `RELAY_AFTER_MS` | how long a peer may lag on an origin before others relay it | 1000 |
     /// | `DURABILITY` | `fsync` (group commit, fsync before ack), `eventual` (no fsync before ack), `memory` (nothing on disk) | `fsync` |
     /// | `WAL_SEGMENT_BYTES` | log segment size; past it the log rolls and checkpoints in the background | 8388608 |
+    /// | `WAL_PREALLOCATE` | zero-fill each segment ahead of use, so a commit's `fdatasync` needs no journal commit | `true` |
     pub fn from_env() -> Result<Self> {
         let node_id: usize = required("NODE_ID")?;
         let peers = parse_peers(&required::<String>("PEERS")?)?;
@@ -155,6 +166,7 @@ impl KvConfig {
             relay_after_ms: parse_or("RELAY_AFTER_MS", d.relay_after_ms)?,
             durability: parse_or("DURABILITY", d.durability)?,
             wal_segment_bytes: parse_or("WAL_SEGMENT_BYTES", d.wal_segment_bytes)?,
+            wal_preallocate: parse_or("WAL_PREALLOCATE", d.wal_preallocate)?,
             ..d
         };
         config.validate()?;

@@ -16,7 +16,7 @@ use crate::actors::kv::{
 use crate::auth::Signer;
 use crate::causal::{Node, NodeConfig, StreamConfig};
 use crate::error::{Error, Result};
-use crate::storage::{Recovered, Storage, SyncPolicy};
+use crate::storage::{Recovered, Storage, SyncPolicy, WalOptions};
 
 /// Most requests that may wait for a causal context at once.
 const MAX_WAITERS: usize = 10_000;
@@ -37,8 +37,11 @@ pub fn start_node(config: &KvConfig) -> Result<KvNode> {
     let (storage, recovered) = match config.durability {
         SyncPolicy::Memory => (None, Recovered::empty(n)),
         policy => {
-            let (s, r) = Storage::open(&config.data_dir, me, n, policy)?;
-            s.set_segment_bytes(config.wal_segment_bytes);
+            let options = WalOptions {
+                segment_bytes: config.wal_segment_bytes,
+                preallocate: config.wal_preallocate,
+            };
+            let (s, r) = Storage::open_with(&config.data_dir, me, n, policy, options)?;
             (Some(Arc::new(s)), r)
         }
     };
