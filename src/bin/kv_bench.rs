@@ -79,6 +79,9 @@ enum What {
         keys: usize,
         #[arg(long, default_value_t = 64)]
         connections: usize,
+        /// Client threads.
+        #[arg(long, default_value_t = 2)]
+        threads: usize,
         #[arg(long, default_value_t = 25101)]
         base_port: u16,
         #[arg(long, default_value = "fsync")]
@@ -113,9 +116,16 @@ fn main() -> ExitCode {
         What::Memory {
             keys,
             connections,
+            threads,
             base_port,
             durability,
-        } => report(bench_memory(keys, connections, base_port, &durability)),
+        } => report(bench_memory(
+            keys,
+            connections,
+            threads,
+            base_port,
+            &durability,
+        )),
     }
 }
 
@@ -707,6 +717,7 @@ fn bench_storage(group: usize, groups: usize) -> Result<(), String> {
 fn bench_memory(
     keys: usize,
     connections: usize,
+    threads: usize,
     base_port: u16,
     durability: &str,
 ) -> Result<(), String> {
@@ -714,41 +725,50 @@ fn bench_memory(
     let sys = actix_rt::System::new();
     sys.block_on(wait_serving(&urls))?;
     let started = Instant::now();
-    let url = urls[0].clone();
-    sys.block_on(async move {
-        let client = awc::Client::builder()
-            .timeout(Duration::from_secs(30))
-            .connector(awc::Connector::new().limit(connections * 2))
-            .finish();
-        let next = std::rc::Rc::new(std::cell::Cell::new(0usize));
-        let mut tasks = Vec::new();
-        for _ in 0..connections {
-            let client = client.clone();
-            let url = url.clone();
-            let next = next.clone();
-            tasks.push(actix_rt::spawn(async move {
-                loop {
-                    let i = next.get();
-                    if i >= keys {
-                        return Ok::<(), String>(());
-                    }
-                    next.set(i + 1);
-                    let resp = client
-                        .post(format!("{url}/put"))
-                        .send_json(&serde_json::json!({"key": format!("key{i:08}"), "value": format!("{i:016}")}))
-                        .await
-                        .map_err(|e| e.to_string())?;
-                    if resp.status() != 200 {
-                        return Err(format!("put answered {}", resp.status()));
-                    }
+    // Client threads share one counter of keys, each with its share of the
+    // connections: one client thread alone cannot keep a node busy.
+    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let mut handles = Vec::new();
+    for t in 0..threads {
+        let per_thread = connections / threads + usize::from(t < connections % threads);
+        let (url, next) = (urls[0].clone(), next.clone());
+        handles.push(std::thread::spawn(move || {
+            actix_rt::System::new().block_on(async move {
+                let client = awc::Client::builder()
+                    .timeout(Duration::from_secs(30))
+                    .connector(awc::Connector::new().limit(per_thread * 2))
+                    .finish();
+                let mut tasks = Vec::new();
+                for _ in 0..per_thread {
+                    let (client, url, next) = (client.clone(), url.clone(), next.clone());
+                    tasks.push(actix_rt::spawn(async move {
+                        loop {
+                            let i = next.fetch_add(1, Ordering::Relaxed);
+                            if i >= keys {
+                                return Ok::<(), String>(());
+                            }
+                            let resp = client
+                                .post(format!("{url}/put"))
+                                .send_json(&serde_json::json!({"key": format!("key{i:08}"), "value": format!("{i:016}")}))
+                                .await
+                                .map_err(|e| e.to_string())?;
+                            if resp.status() != 200 {
+                                return Err(format!("put answered {}", resp.status()));
+                            }
+                        }
+                    }));
                 }
-            }));
-        }
-        for t in tasks {
-            t.await.map_err(|e| e.to_string())??;
-        }
-        Ok::<(), String>(())
-    })?;
+                for t in tasks {
+                    t.await.map_err(|e| e.to_string())??;
+                }
+                Ok::<(), String>(())
+            })
+        }));
+    }
+    for h in handles {
+        h.join()
+            .map_err(|_| "a client thread panicked".to_string())??;
+    }
     let load_secs = started.elapsed().as_secs_f64();
     // Wait for the replicas and the log trimming with the cheap form of
     // `/status` only: a full one would copy the million keys into a
