@@ -273,13 +273,13 @@ pub const RUSH_CLASSES: [ChargerClass; 5] = [
     },
 ];
 
-/// The class a request of `power_kw` is reported under: the smallest class
-/// whose power is at least its own, or the largest.
+/// The class a request of `power_kw` is reported under: the nearest by
+/// ratio (so 7.4 kW counts as 7 kW and 120 kW as 150 kW).
 pub fn class_of(power_kw: f64, classes: &[ChargerClass]) -> usize {
-    classes
-        .iter()
-        .position(|c| power_kw <= c.power_kw * (1.0 + 1e-9))
-        .unwrap_or(classes.len().saturating_sub(1))
+    let distance = |c: &ChargerClass| (power_kw / c.power_kw).ln().abs();
+    (0..classes.len())
+        .min_by(|&a, &b| distance(&classes[a]).total_cmp(&distance(&classes[b])))
+        .unwrap_or(0)
 }
 
 /// Which requests accept curtailment, and down to what.
@@ -548,8 +548,11 @@ mod tests {
     fn classes_bin_by_power() {
         assert_eq!(class_of(6.6, &RUSH_CLASSES), 0);
         assert_eq!(class_of(7.0, &RUSH_CLASSES), 0);
-        assert_eq!(class_of(7.4, &RUSH_CLASSES), 1);
+        assert_eq!(class_of(7.4, &RUSH_CLASSES), 0);
+        assert_eq!(class_of(9.0, &RUSH_CLASSES), 1);
+        assert_eq!(class_of(30.0, &RUSH_CLASSES), 2);
         assert_eq!(class_of(50.0, &RUSH_CLASSES), 3);
+        assert_eq!(class_of(120.0, &RUSH_CLASSES), 4);
         assert_eq!(class_of(350.0, &RUSH_CLASSES), 4);
     }
 
