@@ -499,6 +499,8 @@ async fn main() {
         }
     }
     bar.finish();
+    // The load's own span; a drain only lengthens the samples and the chart.
+    let sent_s = t0.elapsed().as_secs_f64();
     if args.drain > 0.0 {
         let until = Instant::now() + Duration::from_secs_f64(args.drain);
         let mark = samples.borrow().len();
@@ -532,7 +534,7 @@ async fn main() {
         outcomes: &outcomes,
         samples: &samples,
         classes: &RUSH_CLASSES,
-        elapsed_s: elapsed,
+        elapsed_s: sent_s,
         time_scale: args.time_scale,
         capacity_kw,
         delivered: Some(delivered),

@@ -381,7 +381,7 @@ pub struct RunFacts<'a> {
     pub samples: &'a [GridSample],
     /// Classes to report refusals by.
     pub classes: &'a [ChargerClass],
-    /// Real seconds from the first request to the last answer (and drain).
+    /// Real seconds from the start of the run to the last answer.
     pub elapsed_s: f64,
     /// Simulated seconds per real second.
     pub time_scale: f64,
