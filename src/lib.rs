@@ -18,7 +18,7 @@
 //! | module | what it holds | depends on actix? |
 //! |---|---|---|
 //! | [`causal`] | pure core of the store: vector clocks, delivery buffer, versioned store, replication log, causal contexts, and the node's protocol as one state machine (`causal::node`) | no |
-//! | [`grid`] | pure core of the grid: charging sessions, routing policy, load view, its request and grant types | no |
+//! | [`grid`] | pure core of the grid: charging sessions, routing policy, load view, its request and grant types, and the load tester's planning and report (`grid::rush`) | no |
 //! | [`storage`] | durable state of a KV node: the write log and an embedded database | no |
 //! | [`wire`] | serde types that cross the network (KV bodies, `{"error"}` bodies) and checks on `/status` snapshots | no |
 //! | [`net`] | HTTP clients (awc): signed peer requests, the KV client API, forwarding a charge request | awc |

@@ -1,48 +1,84 @@
-//! `rush_hour`: a load generator that simulates an evening rush of EVs.
+//! `rush_hour`: a load generator that plays an evening rush of EVs against
+//! the entry service and tells what the grid made of it.
 //!
-//! Sends `POST /request_charge` to the entry service, either closed-loop
-//! (`--concurrency` requests always in flight) or open-loop at `--rate`
-//! requests/s with a linear ramp-up, a plateau and a ramp-down. Power and
-//! energy are drawn uniformly from the given ranges (fixed when min = max).
-//! Meanwhile it samples the balancer's `/status` to record each substation's
-//! estimated utilisation. At the end it prints a summary table, optionally
-//! writes raw results as CSV/JSON and an SVG chart of utilisation over time,
-//! and exits 1 if any request failed other than with a 503.
+//! Modes (see docs/grid.md for every flag):
+//!
+//! * default: the evening rush scaled to the grid's capacity, read from the
+//!   balancer's `/status` (`--capacity-kw` if it cannot be read): ramp to 95%
+//!   of capacity, hold, burst to 1.3 times that, ramp down, with a mix of
+//!   7/11/22/50/150 kW requests, half of them accepting curtailment;
+//! * `--trace FILE.csv`: replays the sessions of a trace;
+//! * `--rate R`: open loop at up to R requests/s with linear ramps, power
+//!   and energy uniform in the given ranges (the older mode);
+//! * `--requests N` without `--rate`: closed loop, `--concurrency` in flight.
+//!
+//! Meanwhile it polls the balancer's `/status` for each substation's power
+//! and limit. At the end it prints a summary table, optionally writes CSV,
+//! JSON and an SVG chart, and exits 1 if any request failed other than with
+//! a 503. Planning and arithmetic live in `causal_grid::grid::rush`; this
+//! file only sends, waits and writes.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
-use std::fmt::Write as _;
+use std::path::PathBuf;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
-use hdrhistogram::Histogram;
 use indicatif::{ProgressBar, ProgressStyle};
 use rand::rngs::SmallRng;
-use rand::{Rng, SeedableRng};
+use rand::SeedableRng;
 use serde::Serialize;
+use serde_json::Value;
 
+use causal_grid::grid::rush::profile::{plan, rate_for_power};
+use causal_grid::grid::rush::report::{
+    delivered_joules, series, substation_urls, Bucket, Delivered, RunFacts,
+};
+use causal_grid::grid::rush::{svg, trace};
+use causal_grid::grid::rush::{
+    Arrivals, Flex, GridSample, Mix, Outcome, Planned, Profile, Summary, RUSH_CLASSES,
+};
 use causal_grid::grid::{ChargeGranted, ChargeRequest};
 
 #[derive(Parser, Debug, Clone)]
-#[command(about = "Simulate a rush hour of EV charge requests")]
+#[command(about = "Play an evening rush of EV charge requests against the grid")]
 struct Args {
     /// Entry service base URL.
     #[arg(long, default_value = "http://localhost:6000")]
     target: String,
-    /// Balancer base URL, sampled on /status for utilisation.
+    /// Balancer base URL: its /status gives the capacity and, every
+    /// --sample-ms, each substation's power and limit.
     #[arg(long, default_value = "http://localhost:7000")]
     balancer: String,
-    /// Total requests (closed loop default 1000 when no --duration).
-    #[arg(long)]
-    requests: Option<u64>,
-    /// Run for this many seconds instead of a request count.
+    /// Simulated seconds per real second; must match the substations'
+    /// TIME_SCALE, or offered loads and delivered energy are off by the ratio.
+    #[arg(long, env = "TIME_SCALE", default_value_t = 120.0)]
+    time_scale: f64,
+    /// Length of the run, seconds (default 120 for the rush; --rate: until
+    /// --requests are sent; --requests: no limit).
     #[arg(long)]
     duration: Option<f64>,
-    /// Requests in flight at most.
-    #[arg(long, default_value_t = 16)]
-    concurrency: usize,
-    /// Open loop: peak arrival rate (requests/s). Closed loop when absent.
+    /// Grid capacity, kW, when the balancer's /status cannot be read.
+    #[arg(long)]
+    capacity_kw: Option<f64>,
+    /// Rush: the level held, as a fraction of capacity.
+    #[arg(long, default_value_t = 0.95)]
+    hold: f64,
+    /// Rush: the burst, as a multiple of the hold level.
+    #[arg(long, default_value_t = 1.3)]
+    burst: f64,
+    /// Share of requests that accept curtailment (default 0.5 for the rush,
+    /// 0 with --rate or --requests; a trace carries its own minimums).
+    #[arg(long)]
+    flexible_share: Option<f64>,
+    /// Their minimum power as a fraction of the requested power.
+    #[arg(long, default_value_t = 0.5)]
+    min_fraction: f64,
+    /// Replay the sessions of this CSV trace (format in docs/grid.md).
+    #[arg(long)]
+    trace: Option<PathBuf>,
+    /// Open loop: peak arrival rate (requests/s), power and energy uniform.
     #[arg(long)]
     rate: Option<f64>,
     /// Open loop: seconds of linear ramp from 0 to the peak rate.
@@ -51,47 +87,61 @@ struct Args {
     /// Open loop: seconds of linear ramp from the peak rate to 0 at the end.
     #[arg(long, default_value_t = 0.0)]
     ramp_down: f64,
-    /// Smallest requested power, kW.
+    /// Total requests: closed loop without --rate, a cap with it (default
+    /// 1000 with --rate and no --duration).
+    #[arg(long)]
+    requests: Option<u64>,
+    /// Requests in flight at most.
+    #[arg(long, default_value_t = 32)]
+    concurrency: usize,
+    /// --rate/--requests: smallest requested power, kW.
     #[arg(long, default_value_t = 11.0)]
     power_min: f64,
-    /// Largest requested power, kW.
+    /// --rate/--requests: largest requested power, kW.
     #[arg(long, default_value_t = 50.0)]
     power_max: f64,
-    /// Smallest requested energy, kWh.
+    /// --rate/--requests: smallest requested energy, kWh.
     #[arg(long, default_value_t = 10.0)]
     energy_min: f64,
-    /// Largest requested energy, kWh.
+    /// --rate/--requests: largest requested energy, kWh.
     #[arg(long, default_value_t = 40.0)]
     energy_max: f64,
     /// Interval of /status samples, ms.
-    #[arg(long, default_value_t = 250)]
+    #[arg(long, default_value_t = 1000)]
     sample_ms: u64,
+    /// After the last answer, keep sampling until the grid draws no power,
+    /// at most this many seconds.
+    #[arg(long, default_value_t = 0.0)]
+    drain: f64,
+    /// Substation base URLs whose /metrics give the energy delivered
+    /// (comma-separated; default: the URLs in the balancer's /status).
+    #[arg(long, value_delimiter = ',')]
+    substations: Option<Vec<String>>,
     /// Write one row per request to this CSV file.
     #[arg(long)]
-    csv: Option<String>,
-    /// Write requests and utilisation samples to this JSON file.
+    csv: Option<PathBuf>,
+    /// Write requests, samples, the per-second series and the summary to
+    /// this JSON file.
     #[arg(long)]
-    json: Option<String>,
-    /// Write a chart of per-substation utilisation over time to this SVG file.
+    json: Option<PathBuf>,
+    /// Write the chart of requests and utilisation over time to this SVG file.
     #[arg(long)]
-    svg: Option<String>,
+    svg: Option<PathBuf>,
     /// Seed for arrivals and request sizes.
     #[arg(long, default_value_t = 1)]
     seed: u64,
 }
 
-#[derive(Debug, Clone, Serialize)]
-struct Outcome {
-    start_s: f64,
-    latency_ms: f64,
-    status: u16,
-    substation: Option<String>,
-    power_kw: f64,
-    energy_kwh: f64,
-    error: Option<String>,
+/// How requests are issued.
+enum Load {
+    /// At planned times, each its own task.
+    Open(Vec<Planned>),
+    /// `n` requests (or until the deadline), `concurrency` always in flight.
+    Closed(Option<u64>),
 }
 
-#[derive(Debug, Clone, Serialize)]
+/// The legacy `utilization` entry of the JSON report.
+#[derive(Serialize)]
 struct UtilSample {
     t_s: f64,
     utilization: BTreeMap<String, f64>,
@@ -100,417 +150,425 @@ struct UtilSample {
 #[derive(Serialize)]
 struct Report<'a> {
     requests: &'a [Outcome],
-    utilization: &'a [UtilSample],
+    utilization: Vec<UtilSample>,
+    samples: &'a [GridSample],
+    series: &'a [Bucket],
+    summary: &'a Summary,
 }
 
-fn rate_at(args: &Args, t: f64, total: f64) -> f64 {
-    let peak = args.rate.unwrap_or(0.0);
-    if args.ramp_up > 0.0 && t < args.ramp_up {
-        peak * t / args.ramp_up
-    } else if args.ramp_down > 0.0 && t > total - args.ramp_down {
-        peak * ((total - t) / args.ramp_down).max(0.0)
-    } else {
-        peak
+fn fail(msg: impl std::fmt::Display) -> ! {
+    eprintln!("rush_hour: {msg}");
+    std::process::exit(2);
+}
+
+async fn get_text(client: &awc::Client, url: &str) -> Result<String, String> {
+    let mut resp = client.get(url).send().await.map_err(|e| e.to_string())?;
+    if !resp.status().is_success() {
+        return Err(format!("{url}: status {}", resp.status()));
+    }
+    let body = resp
+        .body()
+        .limit(1 << 22)
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(String::from_utf8_lossy(&body).into_owned())
+}
+
+async fn get_status(client: &awc::Client, url: &str) -> Result<Value, String> {
+    let text = get_text(client, url).await?;
+    serde_json::from_str(&text).map_err(|e| format!("{url}: {e}"))
+}
+
+/// `/status` once every substation has been polled (up to 5 s).
+async fn first_status(client: &awc::Client, url: &str) -> Result<Value, String> {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let status = get_status(client, url).await;
+        if let Ok(v) = &status {
+            let polled = GridSample::from_status(0.0, v).is_some_and(|s| {
+                !s.substations.is_empty() && s.substations.values().all(|x| x.capacity_w.is_some())
+            });
+            if polled || Instant::now() >= deadline {
+                return status;
+            }
+        } else if Instant::now() >= deadline {
+            return status;
+        }
+        actix_rt::time::sleep(Duration::from_millis(200)).await;
     }
 }
 
-fn draw(rng: &mut SmallRng, lo: f64, hi: f64) -> f64 {
-    if hi > lo {
-        rng.gen_range(lo..=hi)
-    } else {
-        lo
+/// Every substation's delivered-energy counter, or `None` if any is missing.
+async fn delivered_counters(client: &awc::Client, urls: &[String]) -> Option<Vec<f64>> {
+    let mut out = Vec::new();
+    for url in urls {
+        let text = get_text(client, &format!("{}/metrics", url.trim_end_matches('/')))
+            .await
+            .ok()?;
+        out.push(delivered_joules(&text).ok()?);
     }
+    (!out.is_empty()).then_some(out)
 }
 
-async fn one(client: &awc::Client, url: &str, req: ChargeRequest, t0: Instant) -> Outcome {
+async fn one(client: &awc::Client, url: &str, p: Planned, t0: Instant) -> Outcome {
+    let req = ChargeRequest {
+        vehicle_id: None,
+        power_kw: Some(p.power_kw),
+        energy_kwh: Some(p.energy_kwh),
+        min_power_kw: p.min_power_kw,
+    };
     let start = Instant::now();
-    let (power_kw, energy_kwh) = (req.power_kw.unwrap_or(0.0), req.energy_kwh.unwrap_or(0.0));
-    let (status, substation, error) = match client.post(url).send_json(&req).await {
-        Err(e) => (0, None, Some(e.to_string())),
+    let mut o = Outcome {
+        start_s: start.duration_since(t0).as_secs_f64(),
+        latency_ms: 0.0,
+        status: 0,
+        substation: None,
+        power_kw: p.power_kw,
+        energy_kwh: p.energy_kwh,
+        error: None,
+        min_power_kw: p.min_power_kw,
+        granted_power_kw: None,
+        ends_in_s: None,
+    };
+    match client.post(url).send_json(&req).await {
+        Err(e) => o.error = Some(e.to_string()),
         Ok(mut resp) => {
-            let status = resp.status().as_u16();
+            o.status = resp.status().as_u16();
             match resp.body().await {
-                Err(e) => (status, None, Some(e.to_string())),
-                Ok(body) if status == 200 => match serde_json::from_slice::<ChargeGranted>(&body) {
-                    Ok(g) => (status, Some(g.substation), None),
-                    Err(e) => (status, None, Some(format!("bad body: {e}"))),
-                },
-                Ok(body) => (
-                    status,
-                    None,
-                    Some(String::from_utf8_lossy(&body).into_owned()),
-                ),
+                Err(e) => o.error = Some(e.to_string()),
+                Ok(body) if o.status == 200 => {
+                    match serde_json::from_slice::<ChargeGranted>(&body) {
+                        Ok(g) => {
+                            o.substation = Some(g.substation);
+                            o.granted_power_kw = Some(g.power_kw);
+                            o.ends_in_s = Some(g.ends_in_s);
+                        }
+                        Err(e) => o.error = Some(format!("bad body: {e}")),
+                    }
+                }
+                Ok(body) => o.error = Some(String::from_utf8_lossy(&body).into_owned()),
             }
         }
-    };
-    Outcome {
-        start_s: start.duration_since(t0).as_secs_f64(),
-        latency_ms: start.elapsed().as_secs_f64() * 1000.0,
-        status,
-        substation,
-        power_kw,
-        energy_kwh,
-        error,
     }
+    o.latency_ms = start.elapsed().as_secs_f64() * 1000.0;
+    o
 }
 
-async fn sample_status(client: &awc::Client, url: &str, t_s: f64) -> Option<UtilSample> {
-    let mut resp = client.get(url).send().await.ok()?;
-    let body = resp.body().limit(1 << 20).await.ok()?;
-    let v: serde_json::Value = serde_json::from_slice(&body).ok()?;
-    let mut utilization = BTreeMap::new();
-    for s in v["substations"].as_array()? {
-        let name = s["name"].as_str()?.to_string();
-        if let Some(u) = s["estimated_utilization"].as_f64() {
-            utilization.insert(name, u);
-        }
-    }
-    Some(UtilSample { t_s, utilization })
-}
-
-fn svg_chart(samples: &[UtilSample]) -> String {
-    let (w, h, pad) = (900.0, 420.0, 50.0);
-    let t_max = samples.last().map(|s| s.t_s).unwrap_or(1.0).max(1e-3);
-    let mut names: Vec<&String> = samples.iter().flat_map(|s| s.utilization.keys()).collect();
-    names.sort();
-    names.dedup();
-    let colors = [
-        "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
-    ];
-    let x = |t: f64| pad + (w - 2.0 * pad) * t / t_max;
-    let y = |u: f64| h - pad - (h - 2.0 * pad) * u.clamp(0.0, 1.0);
-    let mut out = String::new();
-    let _ = writeln!(
-        out,
-        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" font-family="sans-serif" font-size="12">"#
-    );
-    let _ = writeln!(out, r#"<rect width="100%" height="100%" fill="white"/>"#);
-    let _ = writeln!(
-        out,
-        r#"<text x="{}" y="20" text-anchor="middle" font-size="14">Estimated utilisation per substation</text>"#,
-        w / 2.0
-    );
-    for k in 0..=4 {
-        let u = k as f64 / 4.0;
-        let _ = writeln!(
-            out,
-            "<line x1=\"{pad}\" x2=\"{}\" y1=\"{y0:.1}\" y2=\"{y0:.1}\" stroke=\"#ddd\"/><text x=\"{}\" y=\"{:.1}\" text-anchor=\"end\">{:.0}%</text>",
-            w - pad,
-            pad - 5.0,
-            y(u) + 4.0,
-            u * 100.0,
-            y0 = y(u)
-        );
-    }
-    let _ = writeln!(
-        out,
-        "<text x=\"{}\" y=\"{}\" text-anchor=\"middle\">time (s), 0 to {t_max:.1}</text>",
-        w / 2.0,
-        h - 15.0
-    );
-    for (i, name) in names.iter().enumerate() {
-        let color = colors[i % colors.len()];
-        let points: Vec<String> = samples
-            .iter()
-            .filter_map(|s| {
-                s.utilization
-                    .get(*name)
-                    .map(|u| format!("{:.1},{:.1}", x(s.t_s), y(*u)))
-            })
-            .collect();
-        let _ = writeln!(
-            out,
-            r#"<polyline fill="none" stroke="{color}" stroke-width="1.5" points="{}"/>"#,
-            points.join(" ")
-        );
-        let _ = writeln!(
-            out,
-            r#"<text x="{}" y="{}" fill="{color}">{}</text>"#,
-            w - pad + 5.0 - 40.0,
-            pad + 15.0 * i as f64,
-            xml_escape(name)
-        );
-    }
-    out.push_str("</svg>\n");
-    out
-}
-
-fn xml_escape(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-}
-
-fn write_file(path: &str, body: &str) {
+fn write_file(path: &PathBuf, body: &str) {
     if let Err(e) = std::fs::write(path, body) {
-        eprintln!("cannot write {path}: {e}");
-        std::process::exit(2);
+        fail(format_args!("cannot write {}: {e}", path.display()));
     }
+}
+
+/// Decides what to send; prints how the load was sized.
+fn plan_load(args: &Args, capacity_kw: Option<f64>) -> causal_grid::Result<Load> {
+    let uniform = Mix::Uniform {
+        power_kw: (args.power_min, args.power_max),
+        energy_kwh: (args.energy_min, args.energy_max),
+    };
+    if let Some(path) = &args.trace {
+        if args.rate.is_some() || args.requests.is_some() {
+            return Err(causal_grid::Error::invalid(
+                "--trace replays its own arrivals: drop --rate and --requests",
+            ));
+        }
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            causal_grid::Error::invalid(format!("cannot read {}: {e}", path.display()))
+        })?;
+        let rows = trace::parse(&text)?;
+        let planned: Vec<Planned> = rows
+            .iter()
+            .map(|r| r.planned(args.time_scale))
+            .take_while(|p| args.duration.is_none_or(|d| p.at_s < d))
+            .collect();
+        let last = planned.last().map_or(0.0, |p| p.at_s);
+        let flexible = planned.iter().filter(|p| p.min_power_kw.is_some()).count();
+        println!(
+            "trace {}: {} sessions over {last:.0} s ({:.0} simulated min at time scale {}), {flexible} with a minimum below their maximum",
+            path.display(),
+            planned.len(),
+            last * args.time_scale / 60.0,
+            args.time_scale
+        );
+        return Ok(Load::Open(planned));
+    }
+    if let Some(rate) = args.rate {
+        let flex = Flex::new(args.flexible_share.unwrap_or(0.0), args.min_fraction)?;
+        let count = args
+            .requests
+            .or(args.duration.is_none().then_some(1000))
+            .unwrap_or(u64::MAX);
+        let shape = Profile::ramps(rate, args.ramp_up, args.ramp_down, args.duration)?;
+        let arrivals = Arrivals::new(shape, args.duration, args.seed ^ 0x5eed);
+        let planned: Vec<Planned> = plan(arrivals, uniform, flex, args.seed)
+            .take(usize::try_from(count).unwrap_or(usize::MAX))
+            .collect();
+        return Ok(Load::Open(planned));
+    }
+    if args.requests.is_some() {
+        return Ok(Load::Closed(args.requests));
+    }
+    let capacity_kw = capacity_kw.ok_or_else(|| {
+        causal_grid::Error::invalid(
+            "the rush is scaled to the grid's capacity: pass --capacity-kw when the balancer cannot be read",
+        )
+    })?;
+    let duration = args.duration.unwrap_or(120.0);
+    let flex = Flex::new(args.flexible_share.unwrap_or(0.5), args.min_fraction)?;
+    let mix = Mix::rush();
+    let mean = mix.mean_energy_kwh();
+    let per_kw = rate_for_power(1.0, mean, args.time_scale);
+    let rates = Profile::rush(duration, args.hold, args.burst)?.scaled(capacity_kw * per_kw)?;
+    let planned: Vec<Planned> = plan(
+        Arrivals::new(rates, Some(duration), args.seed ^ 0x5eed),
+        mix,
+        flex,
+        args.seed,
+    )
+    .collect();
+    let hold_kw = args.hold * capacity_kw;
+    println!(
+        "rush over {duration:.0} s against {capacity_kw:.0} kW at time scale {}: hold {:.0}% ({hold_kw:.0} kW, {:.2} req/s), burst {:.0}% ({:.0} kW, {:.2} req/s); mean energy {mean:.1} kWh; {} requests planned, {:.0}% accepting curtailment to {:.0}% of their power",
+        args.time_scale,
+        100.0 * args.hold,
+        hold_kw * per_kw,
+        100.0 * args.hold * args.burst,
+        hold_kw * args.burst,
+        hold_kw * args.burst * per_kw,
+        planned.len(),
+        100.0 * flex.share,
+        100.0 * flex.min_fraction,
+    );
+    Ok(Load::Open(planned))
 }
 
 #[actix_rt::main]
 async fn main() {
     let args = Args::parse();
-    let total_requests = match (args.requests, args.duration) {
-        (Some(n), _) => Some(n),
-        (None, Some(_)) => None,
-        (None, None) => Some(1000),
-    };
-    let duration = args.duration.unwrap_or(f64::INFINITY);
-    if args.rate.is_some() && !duration.is_finite() && args.ramp_down > 0.0 {
-        eprintln!("--ramp-down needs --duration");
-        std::process::exit(2);
+    if !(args.time_scale > 0.0 && args.time_scale.is_finite()) {
+        fail("--time-scale must be positive");
     }
     let url = format!("{}/request_charge", args.target.trim_end_matches('/'));
     let status_url = format!("{}/status", args.balancer.trim_end_matches('/'));
     let client = awc::Client::builder()
-        .connector(awc::Connector::new().limit(args.concurrency.max(1) * 2))
+        .connector(awc::Connector::new().limit(args.concurrency.max(1) * 2 + 4))
         .timeout(Duration::from_secs(10))
         .finish();
-    let t0 = Instant::now();
-    let bar = match total_requests {
-        Some(n) => ProgressBar::new(n),
-        None => ProgressBar::new((duration * 1000.0) as u64),
+
+    let status = first_status(&client, &status_url).await;
+    let from_status = status
+        .as_ref()
+        .ok()
+        .and_then(|v| GridSample::from_status(0.0, v))
+        .and_then(|s| s.capacity_w())
+        .map(|w| w / 1000.0);
+    let capacity_kw = match (from_status, args.capacity_kw) {
+        (Some(c), _) => Some(c),
+        (None, Some(c)) => {
+            eprintln!(
+                "cannot read the capacity from {status_url} ({}): using --capacity-kw {c}",
+                status
+                    .as_ref()
+                    .err()
+                    .map_or("no substation polled yet", |e| e)
+            );
+            Some(c)
+        }
+        (None, None) => None,
     };
+    let load = match plan_load(&args, capacity_kw) {
+        Ok(l) => l,
+        Err(e) => match (&status, capacity_kw) {
+            (Err(s), None) => fail(format_args!("{e} ({status_url}: {s})")),
+            _ => fail(e),
+        },
+    };
+    let meter_urls = args
+        .substations
+        .clone()
+        .unwrap_or_else(|| status.as_ref().map(substation_urls).unwrap_or_default());
+    let before = delivered_counters(&client, &meter_urls).await;
+
+    let t0 = Instant::now();
+    let bar = ProgressBar::new(match &load {
+        Load::Open(p) => p.len() as u64,
+        Load::Closed(n) => n.unwrap_or(0),
+    });
     bar.set_style(
         ProgressStyle::with_template("{elapsed_precise} [{bar:40}] {pos}/{len} {msg}")
             .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
     let outcomes: Rc<RefCell<Vec<Outcome>>> = Rc::default();
-    let samples: Rc<RefCell<Vec<UtilSample>>> = Rc::default();
-    let done = Rc::new(std::cell::Cell::new(false));
+    let samples: Rc<RefCell<Vec<GridSample>>> = Rc::default();
+    let done = Rc::new(Cell::new(false));
 
-    // Sampler of the balancer's view.
     let sampler = {
         let (client, samples, done) = (client.clone(), samples.clone(), done.clone());
         let every = Duration::from_millis(args.sample_ms.max(10));
         actix_rt::spawn(async move {
             while !done.get() {
-                if let Some(s) =
-                    sample_status(&client, &status_url, t0.elapsed().as_secs_f64()).await
-                {
-                    samples.borrow_mut().push(s);
+                let started = Instant::now();
+                let t_s = started.duration_since(t0).as_secs_f64();
+                if let Ok(v) = get_status(&client, &status_url).await {
+                    if let Some(s) = GridSample::from_status(t_s, &v) {
+                        samples.borrow_mut().push(s);
+                    }
                 }
-                actix_rt::time::sleep(every).await;
+                actix_rt::time::sleep(every.saturating_sub(started.elapsed())).await;
             }
         })
     };
-
-    let rng = Rc::new(RefCell::new(SmallRng::seed_from_u64(args.seed)));
-    let issued = Rc::new(std::cell::Cell::new(0u64));
-    let next_request = {
-        let (rng, args) = (rng.clone(), args.clone());
-        move || {
-            let mut rng = rng.borrow_mut();
-            let n: u64 = rng.gen();
-            ChargeRequest {
-                vehicle_id: Some(format!("ev-{n:x}")),
-                power_kw: Some(draw(&mut rng, args.power_min, args.power_max)),
-                energy_kwh: Some(draw(&mut rng, args.energy_min, args.energy_max)),
-                min_power_kw: None,
-            }
-        }
-    };
-    let may_issue = {
-        let issued = issued.clone();
-        move || {
-            let within_count = total_requests.is_none_or(|n| issued.get() < n);
-            within_count && t0.elapsed().as_secs_f64() < duration
-        }
-    };
     let progress = move |bar: &ProgressBar, outcomes: &RefCell<Vec<Outcome>>| {
-        if total_requests.is_some() {
-            bar.inc(1);
-        } else {
-            bar.set_position(t0.elapsed().as_millis() as u64);
-        }
+        bar.inc(1);
         let o = outcomes.borrow();
-        let ok = o.iter().filter(|x| x.status == 200).count();
+        let ok = o.iter().filter(|x| x.accepted()).count();
         bar.set_message(format!("{ok} accepted of {}", o.len()));
     };
+    let deadline = args.duration.unwrap_or(f64::INFINITY);
 
-    if let Some(_peak) = args.rate {
-        // Open loop: Poisson arrivals following the rate profile (thinning),
-        // each request its own task, at most `concurrency` in flight.
-        let sem = std::sync::Arc::new(tokio::sync::Semaphore::new(args.concurrency.max(1)));
-        let mut tasks = Vec::new();
-        let mut late = 0u64;
-        let peak = args.rate.unwrap_or(1.0).max(1e-6);
-        let mut t = 0.0f64;
-        let mut arrivals = SmallRng::seed_from_u64(args.seed ^ 0x5eed);
-        loop {
-            let u: f64 = arrivals.gen_range(f64::MIN_POSITIVE..1.0);
-            t += -u.ln() / peak;
-            if t >= duration {
-                break;
-            }
-            if arrivals.gen::<f64>() > rate_at(&args, t, duration) / peak {
-                continue;
-            }
-            if !may_issue() {
-                break;
-            }
-            let wait = Duration::from_secs_f64(t).saturating_sub(t0.elapsed());
-            actix_rt::time::sleep(wait).await;
-            let permit = match sem.clone().try_acquire_owned() {
-                Ok(p) => p,
-                Err(_) => {
-                    // Saturated: the arrival waits, so the load is no longer open.
-                    late += 1;
-                    match sem.clone().acquire_owned().await {
-                        Ok(p) => p,
-                        Err(_) => break,
+    match load {
+        Load::Open(planned) => {
+            // Each arrival its own task, at most `concurrency` in flight.
+            let sem = std::sync::Arc::new(tokio::sync::Semaphore::new(args.concurrency.max(1)));
+            let mut tasks = Vec::new();
+            let mut late = 0u64;
+            for p in planned {
+                let wait = Duration::from_secs_f64(p.at_s).saturating_sub(t0.elapsed());
+                actix_rt::time::sleep(wait).await;
+                let permit = match sem.clone().try_acquire_owned() {
+                    Ok(permit) => permit,
+                    Err(_) => {
+                        // Saturated: the arrival waits, so the load is no longer open.
+                        late += 1;
+                        match sem.clone().acquire_owned().await {
+                            Ok(permit) => permit,
+                            Err(_) => break,
+                        }
                     }
-                }
-            };
-            issued.set(issued.get() + 1);
-            let (client, url, outcomes, bar) =
-                (client.clone(), url.clone(), outcomes.clone(), bar.clone());
-            let req = next_request();
-            tasks.push(actix_rt::spawn(async move {
-                let o = one(&client, &url, req, t0).await;
-                drop(permit);
-                outcomes.borrow_mut().push(o);
-                progress(&bar, &outcomes);
-            }));
-        }
-        for t in tasks {
-            let _ = t.await;
-        }
-        if late > 0 {
-            eprintln!(
-                "{late} arrivals delayed: --concurrency {} was saturated",
-                args.concurrency
-            );
-        }
-    } else {
-        let mut workers = Vec::new();
-        for _ in 0..args.concurrency.max(1) {
-            let (client, url, outcomes, bar) =
-                (client.clone(), url.clone(), outcomes.clone(), bar.clone());
-            let (issued, may_issue, next_request) =
-                (issued.clone(), may_issue.clone(), next_request.clone());
-            workers.push(actix_rt::spawn(async move {
-                while may_issue() {
-                    issued.set(issued.get() + 1);
-                    let o = one(&client, &url, next_request(), t0).await;
+                };
+                let (client, url, outcomes, bar) =
+                    (client.clone(), url.clone(), outcomes.clone(), bar.clone());
+                tasks.push(actix_rt::spawn(async move {
+                    let o = one(&client, &url, p, t0).await;
+                    drop(permit);
                     outcomes.borrow_mut().push(o);
                     progress(&bar, &outcomes);
-                }
-            }));
+                }));
+            }
+            for t in tasks {
+                let _ = t.await;
+            }
+            if late > 0 {
+                eprintln!(
+                    "{late} arrivals delayed: --concurrency {} was saturated",
+                    args.concurrency
+                );
+            }
         }
-        for w in workers {
-            let _ = w.await;
+        Load::Closed(total) => {
+            let flex = match Flex::new(args.flexible_share.unwrap_or(0.0), args.min_fraction) {
+                Ok(f) => f,
+                Err(e) => fail(e),
+            };
+            let mix = Mix::Uniform {
+                power_kw: (args.power_min, args.power_max),
+                energy_kwh: (args.energy_min, args.energy_max),
+            };
+            let rng = Rc::new(RefCell::new(SmallRng::seed_from_u64(args.seed)));
+            let issued = Rc::new(Cell::new(0u64));
+            let mut workers = Vec::new();
+            for _ in 0..args.concurrency.max(1) {
+                let (client, url, outcomes, bar) =
+                    (client.clone(), url.clone(), outcomes.clone(), bar.clone());
+                let (issued, rng, mix) = (issued.clone(), rng.clone(), mix.clone());
+                workers.push(actix_rt::spawn(async move {
+                    while total.is_none_or(|n| issued.get() < n)
+                        && t0.elapsed().as_secs_f64() < deadline
+                    {
+                        issued.set(issued.get() + 1);
+                        let p = mix.draw(&mut *rng.borrow_mut(), flex);
+                        let o = one(&client, &url, p, t0).await;
+                        outcomes.borrow_mut().push(o);
+                        progress(&bar, &outcomes);
+                    }
+                }));
+            }
+            for w in workers {
+                let _ = w.await;
+            }
+        }
+    }
+    bar.finish();
+    // The load's own span; a drain only lengthens the samples and the chart.
+    let sent_s = t0.elapsed().as_secs_f64();
+    if args.drain > 0.0 {
+        let until = Instant::now() + Duration::from_secs_f64(args.drain);
+        let mark = samples.borrow().len();
+        while Instant::now() < until {
+            actix_rt::time::sleep(Duration::from_millis(args.sample_ms.max(10))).await;
+            let s = samples.borrow();
+            if s.len() > mark && s.last().is_some_and(|x| x.power_w() <= 0.0) {
+                break;
+            }
         }
     }
     done.set(true);
     let _ = sampler.await;
-    bar.finish();
     let elapsed = t0.elapsed().as_secs_f64();
+    let after = delivered_counters(&client, &meter_urls).await;
 
     let outcomes = outcomes.borrow();
     let samples = samples.borrow();
-    let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)
-        .unwrap_or_else(|e| unreachable!("static histogram bounds: {e}"));
-    let (mut ok, mut full, mut errors) = (0u64, 0u64, 0u64);
-    let mut per_sub: BTreeMap<String, u64> = BTreeMap::new();
-    for o in outcomes.iter() {
-        let _ = hist.record(((o.latency_ms * 1000.0) as u64).max(1));
-        match o.status {
-            200 => {
-                ok += 1;
-                *per_sub
-                    .entry(o.substation.clone().unwrap_or_default())
-                    .or_default() += 1;
-            }
-            503 => full += 1,
-            _ => errors += 1,
-        }
-    }
-    // Peak/mean utilisation over samples while the grid is 20-85% busy.
-    let mut ratios = Vec::new();
-    let (mut peak_util, mut mean_sum, mut mean_n) = (0.0f64, 0.0, 0u64);
-    for s in samples.iter() {
-        let n = s.utilization.len();
-        if n == 0 {
-            continue;
-        }
-        let mean = s.utilization.values().sum::<f64>() / n as f64;
-        let max = s.utilization.values().cloned().fold(0.0, f64::max);
-        peak_util = peak_util.max(max);
-        mean_sum += mean;
-        mean_n += 1;
-        if (0.2..=0.85).contains(&mean) {
-            ratios.push(max / mean);
-        }
-    }
-    ratios.sort_by(f64::total_cmp);
-    let median = |v: &[f64]| {
-        if v.is_empty() {
-            f64::NAN
-        } else {
-            v[v.len() / 2]
-        }
-    };
-    let ms = |q: f64| hist.value_at_quantile(q) as f64 / 1000.0;
-    println!();
-    println!("| metric | value |");
-    println!("|---|---|");
-    println!(
-        "| requests | {} in {elapsed:.1} s ({:.0}/s) |",
-        outcomes.len(),
-        outcomes.len() as f64 / elapsed
-    );
-    println!("| accepted (200) | {ok} |");
-    println!("| rejected (503) | {full} |");
-    println!("| errors | {errors} |");
-    println!(
-        "| latency p50 / p90 / p99 / max | {:.2} / {:.2} / {:.2} / {:.2} ms |",
-        ms(0.5),
-        ms(0.9),
-        ms(0.99),
-        hist.max() as f64 / 1000.0
-    );
-    for (sub, n) in &per_sub {
-        println!("| sessions on {sub} | {n} |");
-    }
-    println!(
-        "| utilisation samples | {} ({} while 20-85% busy) |",
-        samples.len(),
-        ratios.len()
-    );
-    println!("| peak utilisation | {:.1}% |", 100.0 * peak_util);
-    println!(
-        "| mean utilisation | {:.1}% |",
-        100.0 * mean_sum / mean_n.max(1) as f64
-    );
-    println!(
-        "| median peak/mean while 20-85% busy | {:.3} |",
-        median(&ratios)
-    );
-
-    if let Some(path) = &args.csv {
-        let mut csv =
-            String::from("start_s,latency_ms,status,substation,power_kw,energy_kwh,error\n");
-        for o in outcomes.iter() {
-            let _ = writeln!(
-                csv,
-                "{:.6},{:.3},{},{},{},{},\"{}\"",
-                o.start_s,
-                o.latency_ms,
-                o.status,
-                o.substation.as_deref().unwrap_or(""),
-                o.power_kw,
-                o.energy_kwh,
-                o.error.as_deref().unwrap_or("").replace('"', "\"\"")
+    let delivered = before
+        .as_deref()
+        .zip(after.as_deref())
+        .and_then(|(b, a)| Delivered::measured(b, a))
+        .unwrap_or_else(|| {
+            eprintln!(
+                "cannot read substation_energy_delivered_joules_total from the substations{}: energy delivered is estimated from the grants",
+                if meter_urls.is_empty() { "" } else { " (pass --substations URL,... if the balancer's URLs are not reachable from here)" }
             );
+            Delivered::estimated(&outcomes, elapsed, args.time_scale)
+        });
+    let summary = Summary::compute(RunFacts {
+        outcomes: &outcomes,
+        samples: &samples,
+        classes: &RUSH_CLASSES,
+        elapsed_s: sent_s,
+        time_scale: args.time_scale,
+        capacity_kw,
+        delivered: Some(delivered),
+    });
+    println!();
+    print!("{}", summary.table());
+
+    let per_second = series(&outcomes, 1.0, elapsed, args.time_scale);
+    if let Some(path) = &args.csv {
+        let mut csv = String::from(Outcome::CSV_HEADER);
+        csv.push('\n');
+        for o in outcomes.iter() {
+            csv.push_str(&o.csv_row());
+            csv.push('\n');
         }
         write_file(path, &csv);
     }
     if let Some(path) = &args.json {
         let report = Report {
             requests: &outcomes,
-            utilization: &samples,
+            utilization: samples
+                .iter()
+                .map(|s| UtilSample {
+                    t_s: s.t_s,
+                    utilization: s
+                        .substations
+                        .iter()
+                        .filter_map(|(k, v)| v.estimated_utilization.map(|u| (k.clone(), u)))
+                        .collect(),
+                })
+                .collect(),
+            samples: &samples,
+            series: &per_second,
+            summary: &summary,
         };
         match serde_json::to_string_pretty(&report) {
             Ok(s) => write_file(path, &s),
@@ -518,12 +576,42 @@ async fn main() {
         }
     }
     if let Some(path) = &args.svg {
-        write_file(path, &svg_chart(&samples));
+        let title = match (&args.trace, capacity_kw) {
+            (Some(t), _) => format!("rush_hour: trace {}", t.display()),
+            (None, Some(c)) => format!("rush_hour against {c:.0} kW"),
+            (None, None) => "rush_hour".to_string(),
+        };
+        let chart = svg::Chart {
+            title: &title,
+            series: &per_second,
+            samples: &samples,
+            capacity_kw,
+            smooth: 5,
+        };
+        write_file(path, &svg::render(&chart));
     }
-    if errors > 0 {
-        if let Some(o) = outcomes.iter().find(|o| o.status != 200 && o.status != 503) {
+    if summary.errors > 0 {
+        if let Some(o) = outcomes.iter().find(|o| o.failed()) {
             eprintln!("first error: status {} {:?}", o.status, o.error);
         }
         std::process::exit(1);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_parse() {
+        let a = Args::try_parse_from(["rush_hour", "--trace", "t.csv", "--substations", "a,b"])
+            .unwrap();
+        assert_eq!(a.substations.unwrap(), ["a", "b"]);
+        assert_eq!(a.sample_ms, 1000);
+        assert!(plan_load(
+            &Args::try_parse_from(["rush_hour", "--trace", "x.csv", "--rate", "1"]).unwrap(),
+            None
+        )
+        .is_err());
     }
 }

@@ -13,10 +13,13 @@
 //!   polls, so it does not herd.
 //! * [`sim`]: a discrete-event simulation comparing routing policies against
 //!   the Erlang-B bound.
+//! * [`rush`]: the pure half of the `rush_hour` load tester: load profiles,
+//!   the charger mix, trace parsing, the bookkeeping of a run, its chart.
 
 pub mod exposition;
 pub mod request;
 pub mod router;
+pub mod rush;
 pub mod session;
 pub mod sim;
 
