@@ -169,8 +169,7 @@ impl Balancer {
                 substation: String::new(),
                 power_w: *s as f64 * SESSION_W,
                 capacity_w,
-                sessions: None,
-                started: None,
+                ..LoadSample::default()
             };
             self.router.observe(i, &sample, at, at);
         }
@@ -293,7 +292,7 @@ pub fn run(policy: Policy, cfg: &SimConfig) -> SimResult {
                 for step in 0..k {
                     let router = &mut balancers[(b + step) % k].router;
                     exclude.clear();
-                    while let Some(ticket) = router.reserve(SESSION_W, &exclude, t) {
+                    while let Some(ticket) = router.reserve(SESSION_W, SESSION_W, &exclude, t) {
                         if truth.used(ticket.index) < bays {
                             truth.ends[ticket.index].push(std::cmp::Reverse(end));
                             router.confirm(&ticket, duration, None, t);
