@@ -507,11 +507,19 @@ impl Router {
         };
         let mut delta = Demand::default();
         // Live but not in the sample: add.
-        for t in v.live.iter().filter(|t| !obs.counts(t.dispatched_at, t.seq)) {
+        for t in v
+            .live
+            .iter()
+            .filter(|t| !obs.counts(t.dispatched_at, t.seq))
+        {
             delta += t.demand;
         }
         // In the sample but ended since: subtract.
-        for t in v.ended.iter().filter(|t| obs.counts(t.dispatched_at, t.seq)) {
+        for t in v
+            .ended
+            .iter()
+            .filter(|t| obs.counts(t.dispatched_at, t.seq))
+        {
             delta -= t.demand;
         }
         v.delta = delta;
@@ -541,7 +549,9 @@ impl Router {
         self.largest_min.push(min_w);
         self.scratch.clear();
         let reserve = match self.cfg.placement {
-            Placement::Headroom { reserve_w } => reserve_w.unwrap_or_else(|| self.largest_min.max()),
+            Placement::Headroom { reserve_w } => {
+                reserve_w.unwrap_or_else(|| self.largest_min.max())
+            }
             _ => 0.0,
         };
         // For `Headroom`: the roomiest healthy substation, and how many
@@ -600,11 +610,7 @@ impl Router {
                     }
                 };
                 let cost = |c: &Candidate| slots(c.room_w + min_w) - slots(c.room_w);
-                let least = self
-                    .scratch
-                    .iter()
-                    .map(cost)
-                    .fold(f64::INFINITY, f64::min);
+                let least = self.scratch.iter().map(cost).fold(f64::INFINITY, f64::min);
                 if total_slots - least >= 1.0 {
                     // Room for the reserve survives: balance among the
                     // placements that keep the most of it.
@@ -876,7 +882,10 @@ mod tests {
         assert!(!r.is_healthy(other));
         assert!(r.reserve(10_000.0, 10_000.0, &[], 0.5).is_none());
         r.observe(other, &sample(0.0, 100_000.0), 1.0, 1.0);
-        assert_eq!(r.reserve(10_000.0, 10_000.0, &[], 1.0).unwrap().index, other);
+        assert_eq!(
+            r.reserve(10_000.0, 10_000.0, &[], 1.0).unwrap().index,
+            other
+        );
     }
 
     #[test]
@@ -1161,8 +1170,12 @@ mod tests {
             counts[t.index] += 1;
             r.confirm(&t, 1000.0, None, 1.0);
         }
-        let u: Vec<f64> = (0..4).map(|i| r.estimated_utilization(i).unwrap()).collect();
-        let (lo, hi) = u.iter().fold((1.0f64, 0.0f64), |(a, b), &x| (a.min(x), b.max(x)));
+        let u: Vec<f64> = (0..4)
+            .map(|i| r.estimated_utilization(i).unwrap())
+            .collect();
+        let (lo, hi) = u
+            .iter()
+            .fold((1.0f64, 0.0f64), |(a, b), &x| (a.min(x), b.max(x)));
         assert!(hi - lo < 0.2, "{u:?} {counts:?}");
     }
 

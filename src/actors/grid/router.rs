@@ -190,7 +190,9 @@ impl Handler<Reserve> for RouterActor {
     fn handle(&mut self, msg: Reserve, _: &mut Self::Context) -> Self::Result {
         let start = Instant::now();
         let now = self.now();
-        let ticket = self.router.reserve(msg.power_w, msg.min_w, &msg.exclude, now);
+        let ticket = self
+            .router
+            .reserve(msg.power_w, msg.min_w, &msg.exclude, now);
         self.metrics
             .decision_duration
             .observe(start.elapsed().as_secs_f64());
