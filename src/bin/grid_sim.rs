@@ -223,7 +223,7 @@ fn power_mode(args: &Args) -> Result<(), String> {
             .map(|n| PowerPolicy::parse(n).ok_or_else(|| format!("unknown policy {n:?}")))
             .collect::<Result<_, _>>()?
     };
-    if args.capacities.is_empty() || args.capacities.iter().any(|&c| !(c > 0.0)) {
+    if args.capacities.is_empty() || args.capacities.iter().any(|c| c.is_nan() || *c <= 0.0) {
         return Err("--capacities must be positive".into());
     }
     let loads = if args.loads.is_empty() {
