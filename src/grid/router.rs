@@ -37,11 +37,12 @@
 //!
 //! **Placement** ([`Placement`]) chooses among the healthy substations that
 //! fit. The default, [`Placement::Headroom`], balances (lowest utilisation
-//! after admission) while the roomiest substation keeps room for the
-//! largest minimum recently requested, and otherwise packs: a large request
-//! takes the tightest fit, a small one the tightest fit elsewhere than the
-//! roomiest substation, so free capacity collects in one place instead of
-//! being scattered in pieces no large request fits in. `grid_sim` compares
+//! after admission) while there is room to spare for the largest minimum
+//! recently requested; when that room runs short it places where it costs
+//! the least of it, and once none is left it packs: a large request takes
+//! the tightest fit, a small one the tightest fit elsewhere than the roomiest
+//! substation, so free capacity collects in one place instead of being
+//! scattered in pieces no large request fits in. `grid_sim --power` compares
 //! it with plain least utilisation, best fit and others.
 //!
 //! Protocol with the caller (the `RouterActor`): `reserve` picks a substation
@@ -73,6 +74,11 @@ use super::exposition::LoadSample;
 
 /// Requests remembered for [`Placement::Headroom`]'s learned reserve.
 const HEADROOM_WINDOW: u64 = 1024;
+/// [`Placement::Headroom`] balances freely while every placement leaves at
+/// least this many slots (room for a reserve-sized request) over all
+/// substations. At 1 it fragments more; above 2 it balances worse at
+/// moderate load (`grid_sim --power`, loads 0.8 and 0.95).
+const SPARE_SLOTS: f64 = 2.0;
 
 /// How the router chooses among the substations a request fits.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -92,12 +98,13 @@ pub enum Placement {
     },
     /// Keeps room for large requests. The reserve is the largest minimum
     /// among the last 1024 requests (or `reserve_w` if given); a *slot* is
-    /// room for one reserve-sized request on one substation. Among the
-    /// placements that cost the fewest slots, least utilisation, as long as
-    /// at least one slot survives; once none would, pack: a request whose
-    /// minimum is at least half the reserve takes the tightest fit, a smaller
-    /// one the tightest fit among the substations other than the roomiest
-    /// (the roomiest only if it fits nowhere else), so room collects there.
+    /// room for one reserve-sized request on one substation. While every
+    /// placement leaves at least two slots, least utilisation. Else, among
+    /// the placements that cost the fewest slots, least utilisation, as long
+    /// as one slot survives. Once none would, pack: a request whose minimum
+    /// is at least half the reserve takes the tightest fit, a smaller one the
+    /// tightest fit among the substations other than the roomiest (the
+    /// roomiest only if it fits nowhere else), so freed room collects there.
     Headroom {
         /// Fixed reserve, watts; `None` learns it from the requests.
         reserve_w: Option<f64>,
@@ -611,7 +618,12 @@ impl Router {
                 };
                 let cost = |c: &Candidate| slots(c.room_w + min_w) - slots(c.room_w);
                 let least = self.scratch.iter().map(cost).fold(f64::INFINITY, f64::min);
-                if total_slots - least >= 1.0 {
+                let most = self.scratch.iter().map(cost).fold(0.0, f64::max);
+                if total_slots - most >= SPARE_SLOTS {
+                    // Room for large requests to spare wherever this goes:
+                    // balance.
+                    Pack::No
+                } else if total_slots - least >= 1.0 {
                     // Room for the reserve survives: balance among the
                     // placements that keep the most of it.
                     self.scratch.retain(|c| cost(c) <= least);

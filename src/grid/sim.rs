@@ -910,7 +910,7 @@ mod tests {
             ours.fragmentation <= 0.65 * least.fragmentation,
             "{ours:?} vs {least:?}"
         );
-        assert!(ours.fragmentation <= 0.03, "{ours:?}");
+        assert!(ours.fragmentation <= 0.035, "{ours:?}");
         assert!(ours.rejection <= 1.1 * kr, "{ours:?} vs KR {kr}");
         assert!(ours.rejection < least.rejection, "{ours:?} vs {least:?}");
         // And it still balances: peak/mean well below best fit's.
