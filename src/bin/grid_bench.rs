@@ -58,8 +58,7 @@ fn decision(n: usize, decisions: u64) {
         substation: String::new(),
         power_w: 0.0,
         capacity_w: 1e6 * (1.0 + (i % 4) as f64),
-        sessions: None,
-        started: None,
+        ..LoadSample::default()
     };
     for i in 0..n {
         router.observe(i, &sample(i), 0.0, 0.0);
@@ -75,7 +74,7 @@ fn decision(n: usize, decisions: u64) {
             }
         }
         let start = Instant::now();
-        if let Some(t) = router.reserve(20_000.0, &[], now) {
+        if let Some(t) = router.reserve(20_000.0, 20_000.0, &[], now) {
             router.confirm(&t, 5.0, None, now);
         }
         let _ = hist.record((start.elapsed().as_nanos() as u64).max(1));

@@ -183,12 +183,20 @@ fn parse_value(tok: &str) -> std::result::Result<f64, String> {
 }
 
 /// What the router needs from one scrape of a substation.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct LoadSample {
     /// The substation's own id (its `substation` label).
     pub substation: String,
     /// Power drawn, watts.
     pub power_w: f64,
+    /// Sum of the active sessions' minimums (`substation_committed_watts`),
+    /// what a new session's minimum must fit beside; `None` from a
+    /// substation that does not export it (then every session is taken to
+    /// be non-curtailable, so the committed power is the power drawn).
+    pub committed_w: Option<f64>,
+    /// Sum of the power the active sessions ask for
+    /// (`substation_requested_watts`), if exported.
+    pub requested_w: Option<f64>,
     /// Transformer limit, watts.
     pub capacity_w: f64,
     /// Active sessions, if exported.
@@ -198,8 +206,10 @@ pub struct LoadSample {
 }
 
 impl LoadSample {
-    /// Extracts `substation_power_watts` and `substation_capacity_watts`.
-    /// Fails if either is missing, not finite, or negative.
+    /// Extracts `substation_power_watts` and `substation_capacity_watts`
+    /// (required: fails if either is missing, not finite, or negative), and
+    /// the optional committed and requested power, session count and
+    /// admission count (ignored if not finite or negative).
     pub fn from_exposition(text: &str) -> Result<LoadSample> {
         let samples = parse(text)?;
         let find = |name: &str| samples.iter().find(|s| s.name == name);
@@ -215,6 +225,12 @@ impl LoadSample {
         Ok(LoadSample {
             substation: power.label("substation").unwrap_or_default().to_string(),
             power_w: power.value,
+            committed_w: find("substation_committed_watts")
+                .filter(|s| s.value.is_finite() && s.value >= 0.0)
+                .map(|s| s.value),
+            requested_w: find("substation_requested_watts")
+                .filter(|s| s.value.is_finite() && s.value >= 0.0)
+                .map(|s| s.value),
             capacity_w: capacity.value,
             sessions: find("substation_sessions_active").map(|s| s.value),
             started: find("substation_sessions_started_total")
@@ -266,6 +282,22 @@ http_requests_total{route="/charge",status="200"} 3
         assert_eq!(l.capacity_w, 400_000.0);
         assert_eq!(l.sessions, None);
         assert_eq!(l.started, None);
+        assert_eq!((l.committed_w, l.requested_w), (None, None));
+    }
+
+    #[test]
+    fn extracts_committed_and_requested_power_when_exported() {
+        let body = "substation_power_watts{substation=\"s\"} 300000\n\
+                    substation_capacity_watts{substation=\"s\"} 300000\n\
+                    substation_committed_watts{substation=\"s\"} 120000\n\
+                    substation_requested_watts{substation=\"s\"} 450000\n\
+                    substation_sessions_started_total{substation=\"s\"} 9\n";
+        let l = LoadSample::from_exposition(body).unwrap();
+        assert_eq!(l.committed_w, Some(120_000.0));
+        assert_eq!(l.requested_w, Some(450_000.0));
+        assert_eq!(l.started, Some(9));
+        let bad = body.replace("120000", "NaN");
+        assert_eq!(LoadSample::from_exposition(&bad).unwrap().committed_w, None);
     }
 
     #[test]

@@ -9,10 +9,12 @@
 //! * [`session`]: a substation's sessions sharing power under its limit.
 //! * [`exposition`]: a parser for the Prometheus text format, which is how
 //!   the balancer learns each substation's load.
-//! * [`router`]: least estimated utilisation with local accounting between
-//!   polls, so it does not herd.
-//! * [`sim`]: a discrete-event simulation comparing routing policies against
-//!   the Erlang-B bound.
+//! * [`router`]: admission by estimated committed power (the substations'
+//!   rule) with local accounting between polls, so it does not herd, and a
+//!   placement that keeps room for large requests.
+//! * [`sim`]: discrete-event simulations comparing routing policies: equal
+//!   bays against the Erlang-B bound, and mixed power on unequal substations
+//!   (the real session model) against the Kaufman–Roberts bound.
 //! * [`rush`]: the pure half of the `rush_hour` load tester: load profiles,
 //!   the charger mix, trace parsing, the bookkeeping of a run, its chart.
 
@@ -25,5 +27,5 @@ pub mod sim;
 
 pub use exposition::LoadSample;
 pub use request::{ChargeGranted, ChargeRequest, ValidRequest};
-pub use router::{Router, RouterConfig, SubstationView, Ticket};
+pub use router::{Demand, Placement, Router, RouterConfig, SubstationView, Ticket};
 pub use session::{Admitted, Charger, Refusal, SessionInfo, SessionState};

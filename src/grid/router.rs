@@ -1,31 +1,57 @@
-//! The routing policy: least estimated utilisation, with local accounting.
+//! The routing policy: admission as the substations do it, with local
+//! accounting, and placement that keeps room for large requests.
 //!
-//! A router that sends every request to the argmin of a polled snapshot
-//! herds: until the next poll, every request lands on the same substation.
-//! This router keeps, per substation, the last polled sample and corrects it
-//! with what it has done itself since then:
+//! A substation admits a request iff its *minimum* power fits beside the
+//! minimums of the sessions it already has (`committed + min <= limit`; see
+//! `grid::session`). The router applies the same rule to an estimate of each
+//! substation's committed power. A router that sends every request to the
+//! argmin of a polled snapshot herds: until the next poll, every request
+//! lands on the same substation. This router keeps, per substation, the last
+//! polled sample and corrects it with what it has done itself since then:
 //!
 //! ```text
-//! estimate = sampled power
-//!          + power of sessions it dispatched after the sample was taken
-//!          - power of its sessions that have ended since the sample
-//!          + power of requests in flight (reserved, not yet answered)
+//! committed ≈ sampled committed
+//!           + minimums of sessions it dispatched after the sample was taken
+//!           - minimums of its sessions that have ended since the sample
+//!           + minimums of requests in flight (reserved, not yet answered)
 //! ```
 //!
-//! Substations answer a grant with `ends_in_s`, so the router knows when each
-//! of its sessions frees its power. It routes to the lowest estimated
-//! utilisation after admitting the request ((estimate + request) / capacity,
-//! so unequal substations fill in proportion and a large session goes where
-//! it raises utilisation least) among healthy substations whose estimate leaves room for the request,
-//! breaking near-ties (within `tie_epsilon`) uniformly at random.
+//! and the same sum over requested power, which estimates the power drawn
+//! (`min(limit, requested)`, as max-min sharing gives). A request fits iff
+//! estimated committed + its minimum <= capacity. Substations that do not
+//! export `substation_committed_watts` are read as if every session were
+//! non-curtailable (committed = requested = power drawn).
+//!
+//! **Ends.** A grant's `ends_in_s` is an estimate at the power granted then;
+//! the session really ends earlier if others end and its power rises, later
+//! if newcomers curtail it. The router books the end at the estimate anyway:
+//! an early end makes it overestimate committed power (it may skip a
+//! substation that has room, never overfill one) and a late end makes it
+//! underestimate (the substation then answers 503 and the router retries
+//! elsewhere). Either error lasts at most until the first poll taken after
+//! the true or estimated end, whichever is later, because the sample counts
+//! each session exactly by admission number (`seq`) and an ended session is
+//! forgotten once a poll taken after its booked end arrives. With minimum =
+//! requested (the default request) nothing is ever curtailed and the
+//! estimate is exact.
+//!
+//! **Placement** ([`Placement`]) chooses among the healthy substations that
+//! fit. The default, [`Placement::Headroom`], balances (lowest utilisation
+//! after admission) while there is room to spare for the largest minimum
+//! recently requested; when that room runs short it places where it costs
+//! the least of it, and once none is left it packs: a large request takes
+//! the tightest fit, a small one the tightest fit elsewhere than the roomiest
+//! substation, so free capacity collects in one place instead of being
+//! scattered in pieces no large request fits in. `grid_sim --power` compares
+//! it with plain least utilisation, best fit and others.
 //!
 //! Protocol with the caller (the `RouterActor`): `reserve` picks a substation
-//! and books the power as in flight; then exactly one of `confirm` (it was
+//! and books the request as in flight; then exactly one of `confirm` (it was
 //! admitted), `refused` (the substation said it is full: its estimate is
-//! raised to its capacity until sessions end or a poll corrects it) or
+//! raised to its capacity until sessions end or a poll corrects it),
 //! `unreachable` (marked unhealthy until a poll sent after the failure
-//! succeeds) releases the
-//! reservation. `observe` applies a successful poll, `poll_failed` a failed one.
+//! succeeds) or `abandoned` releases the reservation. `observe` applies a
+//! successful poll, `poll_failed` a failed one.
 //!
 //! Time is logical (`now`, seconds from any origin, non-decreasing); the
 //! router never reads a clock, so it can be driven by the discrete-event
@@ -33,17 +59,62 @@
 //!
 //! Caveats: sessions admitted by someone else appear only at the next poll;
 //! a request in flight while a poll is taken may be counted twice until the
-//! following poll (the estimate errs high, never low, for the router's own
-//! traffic).
+//! following poll when the substation reports no `seq` (the estimate errs
+//! high, never low, for the router's own traffic).
 
 use std::cmp::Ordering;
-use std::collections::BinaryHeap;
+use std::collections::{BinaryHeap, VecDeque};
+use std::ops::{Add, AddAssign, Sub, SubAssign};
 
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use serde::Serialize;
 
 use super::exposition::LoadSample;
+
+/// Requests remembered for [`Placement::Headroom`]'s learned reserve.
+const HEADROOM_WINDOW: u64 = 1024;
+/// [`Placement::Headroom`] balances freely while every placement leaves at
+/// least this many slots (room for a reserve-sized request) over all
+/// substations. At 1 it fragments more; above 2 it balances worse at
+/// moderate load (`grid_sim --power`, loads 0.8 and 0.95).
+const SPARE_SLOTS: f64 = 2.0;
+
+/// How the router chooses among the substations a request fits.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Placement {
+    /// Lowest utilisation after admission (requested power over capacity),
+    /// near-ties broken at random: balances, but near saturation leaves a
+    /// little room everywhere and enough nowhere for a large request.
+    LeastUtilization,
+    /// Smallest room left after admission (committed power): packs, keeping
+    /// free capacity together, at the price of uneven utilisation.
+    BestFit,
+    /// Best fit for requests whose minimum is at least `large_w`, least
+    /// utilisation for the rest.
+    BestFitLarge {
+        /// Threshold minimum power, watts.
+        large_w: f64,
+    },
+    /// Keeps room for large requests. The reserve is the largest minimum
+    /// among the last 1024 requests (or `reserve_w` if given); a *slot* is
+    /// room for one reserve-sized request on one substation. While every
+    /// placement leaves at least two slots, least utilisation. Else, among
+    /// the placements that cost the fewest slots, least utilisation, as long
+    /// as one slot survives. Once none would, pack: a request whose minimum
+    /// is at least half the reserve takes the tightest fit, a smaller one the
+    /// tightest fit among the substations other than the roomiest (the
+    /// roomiest only if it fits nowhere else), so freed room collects there.
+    Headroom {
+        /// Fixed reserve, watts; `None` learns it from the requests.
+        reserve_w: Option<f64>,
+    },
+}
+
+impl Placement {
+    /// The default: [`Placement::Headroom`] with a learned reserve.
+    pub const DEFAULT: Placement = Placement::Headroom { reserve_w: None };
+}
 
 /// Tunables of the policy.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -53,6 +124,8 @@ pub struct RouterConfig {
     /// Subtract the power of dispatched sessions when they end (on by default;
     /// off only to show in `grid_sim` why it matters).
     pub track_ends: bool,
+    /// How to choose among the substations that fit.
+    pub placement: Placement,
 }
 
 impl Default for RouterConfig {
@@ -60,7 +133,56 @@ impl Default for RouterConfig {
         RouterConfig {
             tie_epsilon: 0.02,
             track_ends: true,
+            placement: Placement::DEFAULT,
         }
+    }
+}
+
+/// Power booked for one session: what it asks for and the least it accepts.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Demand {
+    /// Requested power, watts.
+    pub power_w: f64,
+    /// Minimum power, watts (`<= power_w`): what admission counts.
+    pub min_w: f64,
+}
+
+impl Demand {
+    /// A request for `power_w` and no less.
+    pub fn fixed(power_w: f64) -> Self {
+        Demand {
+            power_w,
+            min_w: power_w,
+        }
+    }
+}
+
+impl Add for Demand {
+    type Output = Demand;
+    fn add(self, o: Demand) -> Demand {
+        Demand {
+            power_w: self.power_w + o.power_w,
+            min_w: self.min_w + o.min_w,
+        }
+    }
+}
+impl Sub for Demand {
+    type Output = Demand;
+    fn sub(self, o: Demand) -> Demand {
+        Demand {
+            power_w: self.power_w - o.power_w,
+            min_w: self.min_w - o.min_w,
+        }
+    }
+}
+impl AddAssign for Demand {
+    fn add_assign(&mut self, o: Demand) {
+        *self = *self + o;
+    }
+}
+impl SubAssign for Demand {
+    fn sub_assign(&mut self, o: Demand) {
+        *self = *self - o;
     }
 }
 
@@ -69,16 +191,27 @@ impl Default for RouterConfig {
 pub struct Ticket {
     /// Index of the substation in the router's list.
     pub index: usize,
-    /// Reserved power, watts.
+    /// Reserved requested power, watts.
     pub power_w: f64,
+    /// Reserved minimum power, watts.
+    pub min_w: f64,
     /// Logical time of the reservation.
     pub at: f64,
+}
+
+impl Ticket {
+    fn demand(&self) -> Demand {
+        Demand {
+            power_w: self.power_w,
+            min_w: self.min_w,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy)]
 struct Tracked {
     end: f64,
-    power_w: f64,
+    demand: Demand,
     dispatched_at: f64,
     seq: Option<u64>,
 }
@@ -104,6 +237,8 @@ impl Ord for Tracked {
 #[derive(Debug, Clone, Copy, PartialEq)]
 struct Observed {
     power_w: f64,
+    // Committed (minimums) and requested power, as sampled.
+    load: Demand,
     capacity_w: f64,
     at: f64,
     started: Option<u64>,
@@ -130,8 +265,8 @@ struct View {
     live: BinaryHeap<Tracked>,
     // Ended sessions that may still be inside the last sample; pruned at each poll.
     ended: Vec<Tracked>,
-    delta_w: f64,
-    reserved_w: f64,
+    delta: Demand,
+    reserved: Demand,
     inflight: u32,
     // When a forward last failed to connect: a poll sent before then says
     // nothing about whether the substation is back.
@@ -148,47 +283,55 @@ impl View {
             healthy: false,
             live: BinaryHeap::new(),
             ended: Vec::new(),
-            delta_w: 0.0,
-            reserved_w: 0.0,
+            delta: Demand::default(),
+            reserved: Demand::default(),
             inflight: 0,
             down_at: f64::NEG_INFINITY,
             retired: false,
         }
     }
-}
 
-impl View {
     fn advance(&mut self, now: f64) {
         while let Some(top) = self.live.peek().copied() {
             if top.end > now {
                 break;
             }
             self.live.pop();
-            self.delta_w -= top.power_w;
+            self.delta -= top.demand;
             self.ended.push(top);
         }
     }
 
-    fn estimate_w(&self) -> Option<f64> {
-        self.sample
-            .map(|s| (s.power_w + self.delta_w + self.reserved_w).max(0.0))
+    /// Estimated committed and requested power, watts.
+    fn estimate(&self) -> Option<Demand> {
+        self.sample.map(|s| {
+            let e = s.load + self.delta + self.reserved;
+            Demand {
+                power_w: e.power_w.max(0.0),
+                min_w: e.min_w.max(0.0),
+            }
+        })
+    }
+
+    /// Estimated power drawn: max-min sharing draws `min(limit, requested)`.
+    fn power_w(&self) -> Option<f64> {
+        let s = self.sample?;
+        Some(self.estimate()?.power_w.min(s.capacity_w))
     }
 
     fn utilization(&self) -> Option<f64> {
         let s = self.sample?;
-        let est = self.estimate_w()?;
+        let p = self.power_w()?;
         Some(if s.capacity_w > 0.0 {
-            est / s.capacity_w
+            p / s.capacity_w
         } else {
             f64::INFINITY
         })
     }
 
-    fn fits(&self, power_w: f64) -> bool {
-        match (self.sample, self.estimate_w()) {
-            (Some(s), Some(est)) => est + power_w <= s.capacity_w * (1.0 + 1e-9),
-            _ => false,
-        }
+    /// Room left for minimums, watts.
+    fn room_w(&self) -> Option<f64> {
+        Some(self.sample?.capacity_w - self.estimate()?.min_w)
     }
 }
 
@@ -201,18 +344,61 @@ pub struct SubstationView {
     pub healthy: bool,
     /// Last polled power, watts.
     pub sampled_power_w: Option<f64>,
+    /// Last polled committed power (sum of minimums), watts.
+    pub sampled_committed_w: Option<f64>,
     /// Last polled capacity, watts.
     pub capacity_w: Option<f64>,
     /// Seconds since the last successful poll was taken.
     pub sample_age_s: Option<f64>,
-    /// Estimated power now, watts.
+    /// Estimated power drawn now, watts.
     pub estimated_power_w: Option<f64>,
-    /// Estimated utilisation now, 0–1.
+    /// Estimated committed power now, watts: what admission counts.
+    pub estimated_committed_w: Option<f64>,
+    /// Estimated utilisation (power drawn over capacity) now, 0–1.
     pub estimated_utilization: Option<f64>,
     /// Requests forwarded and not yet answered.
     pub inflight: u32,
     /// Sessions the router dispatched that have not ended yet.
     pub tracked_sessions: usize,
+}
+
+/// The largest minimum among the last `HEADROOM_WINDOW` requests, kept as a
+/// monotonic queue (amortised O(1) per request).
+#[derive(Debug, Clone, Default)]
+struct WindowMax {
+    count: u64,
+    // (request number, minimum), minimums strictly decreasing.
+    queue: VecDeque<(u64, f64)>,
+}
+
+impl WindowMax {
+    fn push(&mut self, x: f64) {
+        while self.queue.back().is_some_and(|&(_, y)| y <= x) {
+            self.queue.pop_back();
+        }
+        self.queue.push_back((self.count, x));
+        self.count += 1;
+        while self
+            .queue
+            .front()
+            .is_some_and(|&(k, _)| k + HEADROOM_WINDOW < self.count)
+        {
+            self.queue.pop_front();
+        }
+    }
+
+    fn max(&self) -> f64 {
+        self.queue.front().map_or(0.0, |&(_, x)| x)
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Candidate {
+    index: usize,
+    // Requested power over capacity after admission.
+    utilization: f64,
+    // Room for minimums after admission, watts.
+    room_w: f64,
 }
 
 /// The routing state over a fixed list of substations.
@@ -221,8 +407,9 @@ pub struct Router {
     views: Vec<View>,
     cfg: RouterConfig,
     rng: SmallRng,
+    largest_min: WindowMax,
     // Scratch buffer reused by `reserve` so a decision does not allocate.
-    scratch: Vec<(usize, f64)>,
+    scratch: Vec<Candidate>,
 }
 
 impl Router {
@@ -234,6 +421,7 @@ impl Router {
             views,
             cfg,
             rng: SmallRng::seed_from_u64(seed),
+            largest_min: WindowMax::default(),
             scratch: Vec::new(),
         }
     }
@@ -311,27 +499,37 @@ impl Router {
         }
         v.advance(now);
         v.ended.retain(|t| t.end > at);
+        // An old substation exports power only: its sessions all draw
+        // their request and their minimum is their request.
+        let committed_w = sample.committed_w.unwrap_or(sample.power_w);
         let obs = Observed {
             power_w: sample.power_w,
+            load: Demand {
+                power_w: sample.requested_w.unwrap_or(sample.power_w),
+                min_w: committed_w,
+            },
             capacity_w: sample.capacity_w,
             at,
             started: sample.started,
         };
+        let mut delta = Demand::default();
         // Live but not in the sample: add.
-        let added: f64 = v
+        for t in v
             .live
             .iter()
             .filter(|t| !obs.counts(t.dispatched_at, t.seq))
-            .map(|t| t.power_w)
-            .sum();
+        {
+            delta += t.demand;
+        }
         // In the sample but ended since: subtract.
-        let gone: f64 = v
+        for t in v
             .ended
             .iter()
             .filter(|t| obs.counts(t.dispatched_at, t.seq))
-            .map(|t| t.power_w)
-            .sum();
-        v.delta_w = added - gone;
+        {
+            delta -= t.demand;
+        }
+        v.delta = delta;
         v.sample = Some(obs);
         if at >= v.down_at {
             v.healthy = true;
@@ -343,65 +541,166 @@ impl Router {
         self.views[index].healthy = false;
     }
 
-    /// Chooses a substation for `power_w` at `now`, skipping `exclude`, and
-    /// books the power as in flight. `None` when no healthy substation's
-    /// estimate leaves room.
-    pub fn reserve(&mut self, power_w: f64, exclude: &[usize], now: f64) -> Option<Ticket> {
+    /// Chooses a substation for a request of `power_w` that accepts no less
+    /// than `min_w` at `now`, skipping `exclude`, and books it as in flight.
+    /// `None` when no healthy substation's estimated committed power leaves
+    /// room for `min_w`.
+    pub fn reserve(
+        &mut self,
+        power_w: f64,
+        min_w: f64,
+        exclude: &[usize],
+        now: f64,
+    ) -> Option<Ticket> {
+        let min_w = min_w.min(power_w);
+        self.largest_min.push(min_w);
         self.scratch.clear();
-        let mut best = f64::INFINITY;
+        let reserve = match self.cfg.placement {
+            Placement::Headroom { reserve_w } => {
+                reserve_w.unwrap_or_else(|| self.largest_min.max())
+            }
+            _ => 0.0,
+        };
+        // For `Headroom`: the roomiest healthy substation, and how many
+        // requests of the reserve's size fit on all of them together.
+        let (mut top, mut top_room, mut total_slots) = (None, f64::NEG_INFINITY, 0.0);
         for (i, v) in self.views.iter_mut().enumerate() {
             v.advance(now);
-            if !v.healthy || exclude.contains(&i) || !v.fits(power_w) {
+            if !v.healthy || v.retired {
                 continue;
             }
-            // Rank by utilisation after admitting this request: a large
-            // session on a small substation raises it more than on a big one.
-            if let (Some(est), Some(s)) = (v.estimate_w(), v.sample) {
-                let u = (est + power_w) / s.capacity_w;
-                best = best.min(u);
-                self.scratch.push((i, u));
+            let (Some(s), Some(est), Some(room)) = (v.sample, v.estimate(), v.room_w()) else {
+                continue;
+            };
+            if room > top_room {
+                top_room = room;
+                top = Some(i);
             }
+            if reserve > 0.0 {
+                total_slots += (room / reserve).floor().max(0.0);
+            }
+            if exclude.contains(&i) || room - min_w < -s.capacity_w * 1e-9 {
+                continue;
+            }
+            self.scratch.push(Candidate {
+                index: i,
+                utilization: if s.capacity_w > 0.0 {
+                    (est.power_w + power_w) / s.capacity_w
+                } else {
+                    f64::INFINITY
+                },
+                room_w: room - min_w,
+            });
         }
         if self.scratch.is_empty() {
             return None;
         }
-        let limit = best + self.cfg.tie_epsilon;
-        self.scratch.retain(|&(_, u)| u <= limit);
-        let pick = self.scratch[self.rng.gen_range(0..self.scratch.len())].0;
+        let pack = match self.cfg.placement {
+            Placement::LeastUtilization => Pack::No,
+            Placement::BestFit => Pack::All,
+            Placement::BestFitLarge { large_w } => {
+                if min_w >= large_w {
+                    Pack::All
+                } else {
+                    Pack::No
+                }
+            }
+            Placement::Headroom { .. } => {
+                // Slots: how many requests of the reserve's size fit, summed
+                // over the healthy substations. Placing a request costs the
+                // substation it lands on 0 or 1 (or more) of them.
+                let slots = |room: f64| {
+                    if reserve > 0.0 {
+                        (room / reserve).floor().max(0.0)
+                    } else {
+                        0.0
+                    }
+                };
+                let cost = |c: &Candidate| slots(c.room_w + min_w) - slots(c.room_w);
+                let least = self.scratch.iter().map(cost).fold(f64::INFINITY, f64::min);
+                let most = self.scratch.iter().map(cost).fold(0.0, f64::max);
+                if total_slots - most >= SPARE_SLOTS {
+                    // Room for large requests to spare wherever this goes:
+                    // balance.
+                    Pack::No
+                } else if total_slots - least >= 1.0 {
+                    // Room for the reserve survives: balance among the
+                    // placements that keep the most of it.
+                    self.scratch.retain(|c| cost(c) <= least);
+                    Pack::No
+                } else if min_w >= reserve / 2.0 {
+                    Pack::All
+                } else {
+                    Pack::Except(top)
+                }
+            }
+        };
+        let pick = match pack {
+            Pack::No => {
+                let best = self
+                    .scratch
+                    .iter()
+                    .map(|c| c.utilization)
+                    .fold(f64::INFINITY, f64::min);
+                let limit = best + self.cfg.tie_epsilon;
+                self.scratch.retain(|c| c.utilization <= limit);
+                self.scratch[self.rng.gen_range(0..self.scratch.len())].index
+            }
+            Pack::All | Pack::Except(_) => {
+                let spare = match pack {
+                    Pack::Except(Some(t)) if self.scratch.iter().any(|c| c.index != t) => Some(t),
+                    _ => None,
+                };
+                self.scratch
+                    .iter()
+                    .filter(|c| Some(c.index) != spare)
+                    .min_by(|a, b| {
+                        a.room_w
+                            .total_cmp(&b.room_w)
+                            .then(a.utilization.total_cmp(&b.utilization))
+                    })
+                    .map(|c| c.index)?
+            }
+        };
         let v = &mut self.views[pick];
-        v.reserved_w += power_w;
+        let demand = Demand { power_w, min_w };
+        v.reserved += demand;
         v.inflight += 1;
         Some(Ticket {
             index: pick,
             power_w,
+            min_w,
             at: now,
         })
     }
 
     fn release(&mut self, ticket: &Ticket) -> &mut View {
         let v = &mut self.views[ticket.index];
-        v.reserved_w = (v.reserved_w - ticket.power_w).max(0.0);
+        v.reserved -= ticket.demand();
+        v.reserved.power_w = v.reserved.power_w.max(0.0);
+        v.reserved.min_w = v.reserved.min_w.max(0.0);
         v.inflight = v.inflight.saturating_sub(1);
         if v.inflight == 0 {
-            v.reserved_w = 0.0;
+            v.reserved = Demand::default();
         }
         v
     }
 
     /// The substation admitted the session (admission number `seq`, if it
-    /// reports one); it ends `ends_in_s` after `now`.
+    /// reports one); it is estimated to end `ends_in_s` after `now` (see the
+    /// module docs for why an estimate is enough).
     pub fn confirm(&mut self, ticket: &Ticket, ends_in_s: f64, seq: Option<u64>, now: f64) {
         let track = self.cfg.track_ends && !self.views[ticket.index].retired;
         let v = self.release(ticket);
         // A poll that raced with this request may already include it.
         let in_sample = v.sample.is_some_and(|s| s.counts(ticket.at, seq));
         if !in_sample {
-            v.delta_w += ticket.power_w;
+            v.delta += ticket.demand();
         }
         if track {
             v.live.push(Tracked {
                 end: now + ends_in_s.max(0.0),
-                power_w: ticket.power_w,
+                demand: ticket.demand(),
                 dispatched_at: ticket.at,
                 seq,
             });
@@ -412,9 +711,12 @@ impl Router {
     /// a poll says otherwise.
     pub fn refused(&mut self, ticket: &Ticket) {
         let v = self.release(ticket);
-        if let (Some(s), Some(est)) = (v.sample, v.estimate_w()) {
-            if est < s.capacity_w {
-                v.delta_w += s.capacity_w - est;
+        if let (Some(s), Some(est)) = (v.sample, v.estimate()) {
+            if est.min_w < s.capacity_w {
+                v.delta.min_w += s.capacity_w - est.min_w;
+            }
+            if est.power_w < s.capacity_w {
+                v.delta.power_w += s.capacity_w - est.power_w;
             }
         }
     }
@@ -432,9 +734,16 @@ impl Router {
         self.release(ticket);
     }
 
-    /// Estimated utilisation of `index` at the last advance, if sampled.
+    /// Estimated utilisation (power drawn over capacity) of `index` at the
+    /// last advance, if sampled.
     pub fn estimated_utilization(&self, index: usize) -> Option<f64> {
         self.views[index].utilization()
+    }
+
+    /// Estimated committed power (sum of minimums) of `index` at the last
+    /// advance, watts, if sampled.
+    pub fn estimated_committed_w(&self, index: usize) -> Option<f64> {
+        self.views[index].estimate().map(|e| e.min_w)
     }
 
     /// The router's view of every substation at `now`.
@@ -447,9 +756,11 @@ impl Router {
                     name: v.name.clone(),
                     healthy: v.healthy && v.sample.is_some(),
                     sampled_power_w: v.sample.map(|s| s.power_w),
+                    sampled_committed_w: v.sample.map(|s| s.load.min_w),
                     capacity_w: v.sample.map(|s| s.capacity_w),
                     sample_age_s: v.sample.map(|s| (now - s.at).max(0.0)),
-                    estimated_power_w: v.estimate_w(),
+                    estimated_power_w: v.power_w(),
+                    estimated_committed_w: v.estimate().map(|e| e.min_w),
                     estimated_utilization: v.utilization(),
                     inflight: v.inflight,
                     tracked_sessions: v.live.len(),
@@ -457,6 +768,14 @@ impl Router {
             })
             .collect()
     }
+}
+
+/// Whether a decision balances or packs (and which substation it spares).
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Pack {
+    No,
+    All,
+    Except(Option<usize>),
 }
 
 #[cfg(test)]
@@ -469,8 +788,7 @@ mod tests {
             substation: String::new(),
             power_w,
             capacity_w,
-            sessions: None,
-            started: None,
+            ..LoadSample::default()
         }
     }
 
@@ -489,7 +807,7 @@ mod tests {
     #[test]
     fn nothing_is_routable_before_a_poll() {
         let mut r = Router::new(vec!["a".into()], RouterConfig::default(), 1);
-        assert!(r.reserve(1.0, &[], 0.0).is_none());
+        assert!(r.reserve(1.0, 1.0, &[], 0.0).is_none());
     }
 
     #[test]
@@ -505,7 +823,7 @@ mod tests {
         let mut counts = [0usize; 4];
         for k in 0..60 {
             let now = 1.0 + k as f64 * 0.001;
-            let t = r.reserve(10_000.0, &[], now).unwrap();
+            let t = r.reserve(10_000.0, 10_000.0, &[], now).unwrap();
             counts[t.index] += 1;
             r.confirm(&t, 1000.0, None, now);
         }
@@ -525,7 +843,7 @@ mod tests {
     #[test]
     fn ends_free_estimated_power_and_polls_do_not_double_count() {
         let mut r = router(&[100_000.0]);
-        let t = r.reserve(50_000.0, &[], 1.0).unwrap();
+        let t = r.reserve(50_000.0, 50_000.0, &[], 1.0).unwrap();
         r.confirm(&t, 10.0, None, 1.0);
         assert_eq!(r.estimated_utilization(0), Some(0.5));
         // A poll sent after the dispatch sees the session: no double count.
@@ -546,7 +864,7 @@ mod tests {
         let mut r = router(&[100_000.0]);
         // Reserved at 2.0, a poll sent at 1.9 answered after the substation
         // admitted it as its 1st session: the sample counts it already.
-        let t = r.reserve(40_000.0, &[], 2.0).unwrap();
+        let t = r.reserve(40_000.0, 40_000.0, &[], 2.0).unwrap();
         let polled = LoadSample {
             started: Some(1),
             ..sample(40_000.0, 100_000.0)
@@ -566,32 +884,35 @@ mod tests {
     #[test]
     fn refusal_marks_full_and_unreachable_marks_unhealthy_until_poll() {
         let mut r = router(&[100_000.0, 100_000.0]);
-        let t = r.reserve(10_000.0, &[], 0.0).unwrap();
+        let t = r.reserve(10_000.0, 10_000.0, &[], 0.0).unwrap();
         r.refused(&t);
         assert_eq!(r.estimated_utilization(t.index), Some(1.0));
         let other = 1 - t.index;
-        let t2 = r.reserve(10_000.0, &[], 0.0).unwrap();
+        let t2 = r.reserve(10_000.0, 10_000.0, &[], 0.0).unwrap();
         assert_eq!(t2.index, other);
         r.unreachable(&t2, 0.5);
         assert!(!r.is_healthy(other));
-        assert!(r.reserve(10_000.0, &[], 0.5).is_none());
+        assert!(r.reserve(10_000.0, 10_000.0, &[], 0.5).is_none());
         r.observe(other, &sample(0.0, 100_000.0), 1.0, 1.0);
-        assert_eq!(r.reserve(10_000.0, &[], 1.0).unwrap().index, other);
+        assert_eq!(
+            r.reserve(10_000.0, 10_000.0, &[], 1.0).unwrap().index,
+            other
+        );
     }
 
     #[test]
     fn a_late_answer_to_an_older_poll_does_not_readmit() {
         let mut r = router(&[100_000.0]);
-        let t = r.reserve(10_000.0, &[], 2.0).unwrap();
+        let t = r.reserve(10_000.0, 10_000.0, &[], 2.0).unwrap();
         r.unreachable(&t, 2.5);
         // Scraped at 2.4, before the failure, answered after it.
         r.observe(0, &sample(0.0, 100_000.0), 2.4, 2.6);
         assert!(!r.is_healthy(0));
-        assert!(r.reserve(10_000.0, &[], 2.6).is_none());
+        assert!(r.reserve(10_000.0, 10_000.0, &[], 2.6).is_none());
         // The next poll, sent after the failure, re-admits it.
         r.observe(0, &sample(0.0, 100_000.0), 3.0, 3.0);
         assert!(r.is_healthy(0));
-        assert!(r.reserve(10_000.0, &[], 3.0).is_some());
+        assert!(r.reserve(10_000.0, 10_000.0, &[], 3.0).is_some());
     }
 
     #[test]
@@ -599,7 +920,7 @@ mod tests {
         let mut r = router(&[100_000.0, 100_000.0]);
         r.poll_failed(0);
         for k in 0..20 {
-            let t = r.reserve(1_000.0, &[], 1.0 + k as f64).unwrap();
+            let t = r.reserve(1_000.0, 1_000.0, &[], 1.0 + k as f64).unwrap();
             assert_eq!(t.index, 1, "ejected substation chosen");
             r.abandoned(&t);
         }
@@ -618,7 +939,10 @@ mod tests {
         ) {
             let mut r = Router::new(
                 (0..caps.len()).map(|i| format!("s{i}")).collect(),
-                RouterConfig::default(),
+                RouterConfig {
+                    placement: Placement::LeastUtilization,
+                    ..RouterConfig::default()
+                },
                 seed,
             );
             for (i, c) in caps.iter().enumerate() {
@@ -629,7 +953,7 @@ mod tests {
             }
             let can_admit = (0..caps.len())
                 .any(|i| healthy[i] && loads[i] * caps[i] + power <= caps[i]);
-            match r.reserve(power, &[], 0.0) {
+            match r.reserve(power, power, &[], 0.0) {
                 Some(t) => {
                     prop_assert!(healthy[t.index]);
                     prop_assert!(loads[t.index] * caps[t.index] + power <= caps[t.index] * (1.0 + 1e-9));
@@ -642,6 +966,58 @@ mod tests {
                     prop_assert!(after(t.index) <= best + 0.02 + 1e-9);
                 }
                 None => prop_assert!(!can_admit),
+            }
+        }
+
+        #[test]
+        fn every_placement_admits_iff_a_minimum_fits_and_never_beyond(
+            caps in proptest::collection::vec(10_000.0f64..500_000.0, 1..8),
+            committed in proptest::collection::vec(0.0f64..1.0, 8),
+            healthy in proptest::collection::vec(proptest::bool::ANY, 8),
+            history in proptest::collection::vec(1_000.0f64..150_000.0, 0..20),
+            power in 1_000.0f64..150_000.0,
+            min_frac in 0.1f64..1.0,
+            placement in 0usize..4,
+            seed in 0u64..1000,
+        ) {
+            let placement = [
+                Placement::LeastUtilization,
+                Placement::BestFit,
+                Placement::BestFitLarge { large_w: 40_000.0 },
+                Placement::DEFAULT,
+            ][placement];
+            let mut r = Router::new(
+                (0..caps.len()).map(|i| format!("s{i}")).collect(),
+                RouterConfig { placement, ..RouterConfig::default() },
+                seed,
+            );
+            // Earlier requests, released again, only teach the reserve.
+            r.observe(0, &sample(0.0, caps[0]), 0.0, 0.0);
+            for &h in &history {
+                if let Some(t) = r.reserve(h, h, &[], 0.0) {
+                    r.abandoned(&t);
+                }
+            }
+            for (i, c) in caps.iter().enumerate() {
+                let s = LoadSample {
+                    committed_w: Some(committed[i] * c),
+                    requested_w: Some(2.0 * committed[i] * c),
+                    ..sample(committed[i] * c, *c)
+                };
+                r.observe(i, &s, 1.0, 1.0);
+                if !healthy[i] {
+                    r.poll_failed(i);
+                }
+            }
+            let min = power * min_frac;
+            let fits = |i: usize| healthy[i] && committed[i] * caps[i] + min <= caps[i];
+            match r.reserve(power, min, &[], 1.0) {
+                Some(t) => {
+                    prop_assert!(healthy[t.index]);
+                    prop_assert!(committed[t.index] * caps[t.index] + min <= caps[t.index] * (1.0 + 1e-9));
+                    prop_assert_eq!(t.min_w, min);
+                }
+                None => prop_assert!(!(0..caps.len()).any(fits)),
             }
         }
 
@@ -661,7 +1037,7 @@ mod tests {
                 for t in truth.iter_mut() {
                     t.retain(|&(end, _)| end > now);
                 }
-                if let Some(t) = r.reserve(p, &[], now) {
+                if let Some(t) = r.reserve(p, p, &[], now) {
                     let used: f64 = truth[t.index].iter().map(|x| x.1).sum();
                     prop_assert!(used + p <= caps[t.index] * (1.0 + 1e-6));
                     truth[t.index].push((now + dur, p));
@@ -677,6 +1053,145 @@ mod tests {
     }
 
     #[test]
+    fn admission_counts_minimums_and_old_substations_fall_back_to_power() {
+        let mut r = router(&[100_000.0]);
+        // 100 kW drawn (curtailed: 150 kW asked for), but minimums only 60 kW.
+        let s = LoadSample {
+            committed_w: Some(60_000.0),
+            requested_w: Some(150_000.0),
+            ..sample(100_000.0, 100_000.0)
+        };
+        r.observe(0, &s, 1.0, 1.0);
+        assert!(r.reserve(50_000.0, 41_000.0, &[], 1.0).is_none());
+        let t = r.reserve(50_000.0, 40_000.0, &[], 1.0).unwrap();
+        assert_eq!((t.power_w, t.min_w), (50_000.0, 40_000.0));
+        assert_eq!(r.estimated_committed_w(0), Some(100_000.0));
+        r.confirm(&t, 10.0, Some(5), 1.0);
+        assert_eq!(r.estimated_committed_w(0), Some(100_000.0));
+        assert!(r.reserve(1_000.0, 1_000.0, &[], 2.0).is_none());
+        // At its estimated end its minimum is freed.
+        r.status(11.0);
+        assert_eq!(r.estimated_committed_w(0), Some(60_000.0));
+        // A substation without the committed metric: power is the committed.
+        r.observe(0, &sample(100_000.0, 100_000.0), 12.0, 12.0);
+        assert!(r.reserve(1_000.0, 1_000.0, &[], 12.0).is_none());
+    }
+
+    #[test]
+    fn a_session_ending_later_than_estimated_is_recounted_at_the_next_poll() {
+        let mut r = router(&[100_000.0]);
+        let t = r.reserve(60_000.0, 30_000.0, &[], 0.0).unwrap();
+        r.confirm(&t, 5.0, Some(1), 0.0);
+        // Its booked end passes, but it was curtailed and still runs.
+        r.status(6.0);
+        assert_eq!(r.estimated_committed_w(0), Some(0.0));
+        let running = LoadSample {
+            committed_w: Some(30_000.0),
+            requested_w: Some(60_000.0),
+            started: Some(1),
+            ..sample(60_000.0, 100_000.0)
+        };
+        r.observe(0, &running, 7.0, 7.0);
+        assert_eq!(r.estimated_committed_w(0), Some(30_000.0));
+        // And one that ends early is dropped by the next poll.
+        let t = r.reserve(40_000.0, 40_000.0, &[], 8.0).unwrap();
+        r.confirm(&t, 100.0, Some(2), 8.0);
+        assert_eq!(r.estimated_committed_w(0), Some(70_000.0));
+        let ended = LoadSample {
+            committed_w: Some(30_000.0),
+            requested_w: Some(60_000.0),
+            started: Some(2),
+            ..sample(60_000.0, 100_000.0)
+        };
+        r.observe(0, &ended, 9.0, 9.0);
+        assert_eq!(r.estimated_committed_w(0), Some(30_000.0));
+    }
+
+    #[test]
+    fn headroom_keeps_the_roomiest_substation_for_large_requests() {
+        // Rooms 20, 30, 60 and 160 kW; a 150 kW request has been seen.
+        let caps = [300_000.0, 500_000.0, 800_000.0, 1_200_000.0];
+        let rooms = [20_000.0, 30_000.0, 60_000.0, 160_000.0];
+        let fill = |r: &mut Router| {
+            for i in 0..4 {
+                r.observe(i, &sample(caps[i] - rooms[i], caps[i]), 1.0, 1.0);
+            }
+        };
+        let mut least = Router::new(
+            (0..4).map(|i| format!("s{i}")).collect(),
+            RouterConfig {
+                placement: Placement::LeastUtilization,
+                ..RouterConfig::default()
+            },
+            1,
+        );
+        fill(&mut least);
+        let mut ours = router(&caps);
+        fill(&mut ours);
+        let t = ours.reserve(150_000.0, 150_000.0, &[], 1.0).unwrap();
+        ours.abandoned(&t);
+        assert_eq!(t.index, 3);
+        // Least utilisation puts a 22 kW session on the big one (86.5% after)
+        // and no 150 kW request fits anywhere any more.
+        let t = least.reserve(22_000.0, 22_000.0, &[], 1.0).unwrap();
+        assert_eq!(t.index, 3);
+        // Headroom keeps the 160 kW room and puts small sessions elsewhere
+        // while they fit there (30 + 60 kW of room: three 22 kW sessions).
+        for _ in 0..3 {
+            let t = ours.reserve(22_000.0, 22_000.0, &[], 1.0).unwrap();
+            assert!(t.index == 1 || t.index == 2, "{t:?}");
+            ours.confirm(&t, 100.0, None, 1.0);
+        }
+        let t = ours.reserve(150_000.0, 150_000.0, &[], 1.0).unwrap();
+        assert_eq!(t.index, 3, "the reserve is still there");
+        ours.abandoned(&t);
+        // Only the big one is left: a small one may take it then.
+        let t = ours.reserve(22_000.0, 22_000.0, &[], 1.0).unwrap();
+        assert_eq!(t.index, 3);
+        ours.confirm(&t, 100.0, None, 1.0);
+        assert!(ours.reserve(150_000.0, 150_000.0, &[], 1.0).is_none());
+    }
+
+    #[test]
+    fn headroom_packs_once_no_reserve_is_left() {
+        // Rooms 40, 30, 100 and 120 kW: no 150 kW slot anywhere. A small
+        // request takes the tightest fit other than the roomiest (so room
+        // collects there), a large one the tightest fit overall.
+        let caps = [300_000.0, 500_000.0, 800_000.0, 1_200_000.0];
+        let rooms = [40_000.0, 30_000.0, 100_000.0, 120_000.0];
+        let mut r = router(&caps);
+        let t = r.reserve(150_000.0, 150_000.0, &[], 0.5).unwrap();
+        r.abandoned(&t);
+        for i in 0..4 {
+            r.observe(i, &sample(caps[i] - rooms[i], caps[i]), 1.0, 1.0);
+        }
+        assert_eq!(r.reserve(22_000.0, 22_000.0, &[], 1.0).unwrap().index, 1);
+        assert_eq!(r.reserve(35_000.0, 35_000.0, &[], 1.0).unwrap().index, 0);
+        assert_eq!(r.reserve(90_000.0, 90_000.0, &[], 1.0).unwrap().index, 2);
+    }
+
+    #[test]
+    fn headroom_balances_while_there_is_room() {
+        // Same as least utilisation when every substation has room to spare.
+        let caps = [300_000.0, 500_000.0, 800_000.0, 1_200_000.0];
+        let mut r = router(&caps);
+        let mut counts = [0usize; 4];
+        for k in 0..100 {
+            let p = if k % 10 == 0 { 150_000.0 } else { 11_000.0 };
+            let t = r.reserve(p, p, &[], 1.0).unwrap();
+            counts[t.index] += 1;
+            r.confirm(&t, 1000.0, None, 1.0);
+        }
+        let u: Vec<f64> = (0..4)
+            .map(|i| r.estimated_utilization(i).unwrap())
+            .collect();
+        let (lo, hi) = u
+            .iter()
+            .fold((1.0f64, 0.0f64), |(a, b), &x| (a.min(x), b.max(x)));
+        assert!(hi - lo < 0.2, "{u:?} {counts:?}");
+    }
+
+    #[test]
     fn a_substation_that_leaves_gets_no_traffic_and_returns_afresh() {
         let mut r = Router::new(vec!["a".into()], RouterConfig::default(), 1);
         let b = r.add("b".into());
@@ -685,21 +1200,20 @@ mod tests {
             substation: String::new(),
             power_w,
             capacity_w: 100.0,
-            sessions: None,
-            started: None,
+            ..LoadSample::default()
         };
         r.observe(0, &sample(90.0), 0.0, 0.0);
         assert!(
-            r.reserve(20.0, &[], 0.0).is_none(),
+            r.reserve(20.0, 20.0, &[], 0.0).is_none(),
             "b is not routable before a poll"
         );
         r.observe(b, &sample(0.0), 0.0, 0.0);
-        let t = r.reserve(20.0, &[], 0.0).unwrap();
+        let t = r.reserve(20.0, 20.0, &[], 0.0).unwrap();
         assert_eq!(t.index, b);
         r.confirm(&t, 100.0, None, 0.0);
         r.retire(b);
         assert!(r.is_retired(b) && !r.is_healthy(b));
-        assert!(r.reserve(5.0, &[], 1.0).is_some_and(|t| t.index == 0));
+        assert!(r.reserve(5.0, 5.0, &[], 1.0).is_some_and(|t| t.index == 0));
         r.observe(b, &sample(0.0), 2.0, 2.0);
         assert!(!r.is_healthy(b), "a late poll does not bring it back");
         r.rejoin(b);

@@ -1,10 +1,11 @@
-//! A discrete-event simulation of routing policies in a loss model.
+//! Discrete-event simulations of routing policies in loss models.
 //!
-//! `substations` identical substations of `bays` equal sessions each; Poisson
-//! arrivals; exponential session durations with mean 1; a request that lands
-//! on a full substation is lost. The offered load is arrivals × mean duration
-//! over total bays. The balancer polls every substation at once every
-//! `staleness` mean durations; snapshot policies see only the last poll.
+//! **Bay mode** ([`run`]): `substations` identical substations of `bays`
+//! equal sessions each; Poisson arrivals; exponential session durations
+//! with mean 1; a request that lands on a full substation is lost. The
+//! offered load is arrivals × mean duration over total bays. The balancer
+//! polls every substation at once every `staleness` mean durations; snapshot
+//! policies see only the last poll.
 //!
 //! With `balancers` = k > 1 there are k independent balancers, as when
 //! several `load_balancer` replicas sit behind the entry: arrivals go to
@@ -26,6 +27,31 @@
 //! sends each request to one substation can lose less. Arrivals and
 //! durations come from their own seeded generator, identical for every
 //! policy, so the policies are compared on the same traffic.
+//!
+//! **Power mode** ([`run_power`]): substations of unequal capacity, Poisson
+//! arrivals of a mix of power classes ([`PowerClass`]: requested power,
+//! minimum, share, mean energy), each session's energy exponential with its
+//! class's mean, so its duration at full power is exponential too (the loss
+//! model the Kaufman–Roberts floor assumes; that floor is insensitive to the
+//! distribution anyway). The truth at each substation is the deployed
+//! [`Charger`]: admission by minimums, max-min fair sharing, a session ends
+//! when its energy is delivered, so durations depend on sharing; events are
+//! arrivals, polls and each charger's `next_end`. The balancer is the
+//! deployed [`Router`] with a [`Placement`], polling every `staleness` mean
+//! durations (a sample carries power, committed and requested power and the
+//! admission count, as `/metrics` does) and confirming grants with the
+//! charger's own `ends_in_s` and `seq`. Besides rejection (overall and per
+//! class) it counts *fragmentation refusals*: requests refused while the
+//! pooled free capacity, Σ (capacity − committed), could have taken their
+//! minimum; no router can avoid the others, since nothing fits anywhere.
+//!
+//! The floor there is [`kaufman_roberts`] (multi-rate Erlang-B) for one link
+//! with all the capacity in 1 kW units, every session holding its requested
+//! power ([`kr_floor`]). It bounds each class's rejection for routers that
+//! admit whatever fits; overall, a router that refuses large requests
+//! could refuse fewer requests (not less power). With minimums below the
+//! request it is only a reference: curtailment lets the same capacity admit
+//! more sessions than fixed-power ones.
 
 use std::collections::BinaryHeap;
 
@@ -33,7 +59,9 @@ use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 
 use super::exposition::LoadSample;
-use super::router::{Router, RouterConfig};
+use super::request::ValidRequest;
+use super::router::{Placement, Router, RouterConfig};
+use super::session::Charger;
 
 /// A routing policy under test.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -169,8 +197,7 @@ impl Balancer {
                 substation: String::new(),
                 power_w: *s as f64 * SESSION_W,
                 capacity_w,
-                sessions: None,
-                started: None,
+                ..LoadSample::default()
             };
             self.router.observe(i, &sample, at, at);
         }
@@ -293,7 +320,7 @@ pub fn run(policy: Policy, cfg: &SimConfig) -> SimResult {
                 for step in 0..k {
                     let router = &mut balancers[(b + step) % k].router;
                     exclude.clear();
-                    while let Some(ticket) = router.reserve(SESSION_W, &exclude, t) {
+                    while let Some(ticket) = router.reserve(SESSION_W, SESSION_W, &exclude, t) {
                         if truth.used(ticket.index) < bays {
                             truth.ends[ticket.index].push(std::cmp::Reverse(end));
                             router.confirm(&ticket, duration, None, t);
@@ -342,6 +369,437 @@ pub fn run(policy: Policy, cfg: &SimConfig) -> SimResult {
     }
 }
 
+// ---------------------------------------------------------------------------
+// Power mode: unequal substations, mixed power, the real session model.
+// ---------------------------------------------------------------------------
+
+/// One class of requests in the power mode.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct PowerClass {
+    /// Requested power, kW.
+    pub power_kw: f64,
+    /// Minimum power, kW (`<= power_kw`); equal to `power_kw` for a
+    /// non-curtailable class.
+    pub min_kw: f64,
+    /// Share of arrivals (normalised over the mix).
+    pub share: f64,
+    /// Mean energy per session, kWh (exponentially distributed).
+    pub energy_kwh: f64,
+}
+
+/// The default mix: mostly AC charging (7, 11, 22 kW, long sessions), some
+/// DC (50 kW) and a tenth high-power DC (150 kW, short sessions); every
+/// class non-curtailable. By power it is 15% of the load from 150 kW sessions.
+pub fn default_mix() -> Vec<PowerClass> {
+    [
+        (7.0, 0.30, 20.0),
+        (11.0, 0.25, 25.0),
+        (22.0, 0.20, 30.0),
+        (50.0, 0.15, 30.0),
+        (150.0, 0.10, 40.0),
+    ]
+    .into_iter()
+    .map(|(power_kw, share, energy_kwh)| PowerClass {
+        power_kw,
+        min_kw: power_kw,
+        share,
+        energy_kwh,
+    })
+    .collect()
+}
+
+/// The default substations, kW: unequal, as in the deployment examples.
+pub const DEFAULT_CAPACITIES_KW: [f64; 4] = [300.0, 500.0, 800.0, 1200.0];
+
+/// A routing policy in the power mode.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum PowerPolicy {
+    /// Uniformly random substation, no retry.
+    Random,
+    /// Two random substations, the lower committed utilisation after
+    /// admission in the last poll, no retry.
+    PowerOfTwo,
+    /// The balancer's [`Router`] with this placement, retrying refusals.
+    Router(Placement),
+}
+
+impl PowerPolicy {
+    /// The policies `grid_sim --power` compares, in table order.
+    pub const ALL: [PowerPolicy; 6] = [
+        PowerPolicy::Random,
+        PowerPolicy::PowerOfTwo,
+        PowerPolicy::Router(Placement::LeastUtilization),
+        PowerPolicy::Router(Placement::BestFit),
+        PowerPolicy::Router(Placement::BestFitLarge { large_w: LARGE_W }),
+        PowerPolicy::Router(Placement::DEFAULT),
+    ];
+
+    /// Short column name.
+    pub fn name(self) -> &'static str {
+        match self {
+            PowerPolicy::Random => "random",
+            PowerPolicy::PowerOfTwo => "p2c",
+            PowerPolicy::Router(Placement::LeastUtilization) => "least-util",
+            PowerPolicy::Router(Placement::BestFit) => "best-fit",
+            PowerPolicy::Router(Placement::BestFitLarge { .. }) => "best-fit-large",
+            PowerPolicy::Router(Placement::Headroom { .. }) => "headroom",
+        }
+    }
+
+    /// The policy named `name` (as [`PowerPolicy::name`] prints it).
+    pub fn parse(name: &str) -> Option<PowerPolicy> {
+        PowerPolicy::ALL.into_iter().find(|p| p.name() == name)
+    }
+}
+
+/// Minimum power from which `best-fit-large` packs, watts.
+pub const LARGE_W: f64 = 50_000.0;
+
+/// One power-mode run's parameters.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PowerConfig {
+    /// Substation limits, kW.
+    pub capacities_kw: Vec<f64>,
+    /// The request classes.
+    pub mix: Vec<PowerClass>,
+    /// Offered load: arrival rate × mean energy over total capacity.
+    pub load: f64,
+    /// Poll interval as a fraction of the mean session duration at full
+    /// power (0: a fresh poll before every arrival).
+    pub staleness: f64,
+    /// Arrivals to simulate (the first tenth is warm-up, not counted).
+    pub arrivals: u64,
+    /// Seed for traffic and for randomised policies.
+    pub seed: u64,
+}
+
+impl PowerConfig {
+    /// Mean session duration at full power, hours.
+    pub fn mean_duration_h(&self) -> f64 {
+        let total: f64 = self.mix.iter().map(|c| c.share).sum();
+        self.mix
+            .iter()
+            .map(|c| c.share / total * c.energy_kwh / c.power_kw)
+            .sum()
+    }
+
+    /// Arrivals per hour.
+    pub fn rate_per_h(&self) -> f64 {
+        let total: f64 = self.mix.iter().map(|c| c.share).sum();
+        let energy: f64 = self
+            .mix
+            .iter()
+            .map(|c| c.share / total * c.energy_kwh)
+            .sum();
+        self.load * self.capacities_kw.iter().sum::<f64>() / energy
+    }
+}
+
+/// One power-mode run's outcome. Fractions are of the counted arrivals.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PowerResult {
+    /// Requests refused.
+    pub rejection: f64,
+    /// Requests refused, per class (of that class's arrivals).
+    pub class_rejection: Vec<f64>,
+    /// Requests refused while the pooled free capacity, Σ (capacity −
+    /// committed), could have taken their minimum.
+    pub fragmentation: f64,
+    /// The same, per class (of that class's arrivals).
+    pub class_fragmentation: Vec<f64>,
+    /// Time average of (most utilised substation / pooled utilisation),
+    /// utilisation being power drawn over capacity.
+    pub peak_to_mean: f64,
+    /// Time average of pooled utilisation (power drawn over total capacity).
+    pub mean_utilization: f64,
+    /// Arrivals admitted, warm-up included.
+    pub admitted: u64,
+    /// Arrivals refused, warm-up included.
+    pub lost: u64,
+}
+
+/// Blocking probability per class of the Kaufman–Roberts recursion: one
+/// link of `capacity` units shared completely by classes each needing
+/// `b` units for `a` erlangs of offered traffic (arrival rate × mean
+/// holding time). The multi-rate generalisation of Erlang-B: occupancy
+/// `q(j)` satisfies `j q(j) = Σ_c a_c b_c q(j − b_c)`, and class `c` is
+/// blocked in states `j > capacity − b_c`.
+pub fn kaufman_roberts(capacity: usize, classes: &[(usize, f64)]) -> Vec<f64> {
+    let mut q = vec![0.0f64; capacity + 1];
+    q[0] = 1.0;
+    for j in 1..=capacity {
+        let mut x = 0.0;
+        for &(b, a) in classes {
+            if b >= 1 && b <= j {
+                x += a * b as f64 * q[j - b];
+            }
+        }
+        q[j] = x / j as f64;
+        // Rescale so the unnormalised values never overflow.
+        if q[j] > 1e250 {
+            for v in &mut q[..=j] {
+                *v *= 1e-250;
+            }
+        }
+    }
+    let total: f64 = q.iter().sum();
+    classes
+        .iter()
+        .map(|&(b, _)| {
+            let from = capacity.saturating_sub(b.max(1)) + 1;
+            q[from..].iter().sum::<f64>() / total
+        })
+        .collect()
+}
+
+/// The Kaufman–Roberts floor for `cfg`: all substations pooled into one
+/// link, power in 1 kW units, every session holding its requested power for
+/// `energy / power`. Returns (overall fraction of requests, per class).
+pub fn kr_floor(cfg: &PowerConfig) -> (f64, Vec<f64>) {
+    let total_share: f64 = cfg.mix.iter().map(|c| c.share).sum();
+    let rate = cfg.rate_per_h();
+    let capacity = cfg.capacities_kw.iter().sum::<f64>().round() as usize;
+    let classes: Vec<(usize, f64)> = cfg
+        .mix
+        .iter()
+        .map(|c| {
+            let a = rate * c.share / total_share * c.energy_kwh / c.power_kw;
+            ((c.power_kw.round() as usize).max(1), a)
+        })
+        .collect();
+    let per_class = kaufman_roberts(capacity, &classes);
+    let overall = cfg
+        .mix
+        .iter()
+        .zip(&per_class)
+        .map(|(c, b)| c.share / total_share * b)
+        .sum();
+    (overall, per_class)
+}
+
+/// Runs one policy on one power-mode configuration.
+///
+/// The truth at each substation is a [`Charger`], the deployed session
+/// model: admission by minimums, max-min sharing, a session ends when its
+/// energy is delivered. Events are arrivals, polls and session ends (each
+/// charger's `next_end`), so utilisation is integrated exactly over time.
+/// Time is in hours (chargers run at a time scale of 3600).
+pub fn run_power(policy: PowerPolicy, cfg: &PowerConfig) -> PowerResult {
+    let n = cfg.capacities_kw.len();
+    let caps_w: Vec<f64> = cfg.capacities_kw.iter().map(|c| c * 1000.0).collect();
+    let total_cap_w: f64 = caps_w.iter().sum();
+    let classes = cfg.mix.len();
+    let total_share: f64 = cfg.mix.iter().map(|c| c.share).sum();
+    let rate = cfg.rate_per_h();
+    let mut traffic = SmallRng::seed_from_u64(cfg.seed);
+    let mut choice = SmallRng::seed_from_u64(cfg.seed ^ 0x9e37_79b9_7f4a_7c15);
+    let mut chargers: Vec<Charger> = caps_w.iter().map(|&c| Charger::new(c, 3600.0)).collect();
+    let mut ends: Vec<f64> = vec![f64::INFINITY; n];
+    let router_cfg = RouterConfig {
+        placement: match policy {
+            PowerPolicy::Router(p) => p,
+            _ => Placement::LeastUtilization,
+        },
+        ..RouterConfig::default()
+    };
+    let mut router = Router::new(
+        (0..n).map(|i| format!("s{i}")).collect(),
+        router_cfg,
+        cfg.seed,
+    );
+    // Committed power per substation at the last poll (for p2c).
+    let mut snapshot = vec![0.0f64; n];
+    let interval = cfg.staleness * cfg.mean_duration_h();
+    let fresh = interval <= 0.0;
+    let mut next_poll = 0.0;
+    let mut next_arrival = exp_sample(&mut traffic, 1.0 / rate);
+    let warmup = cfg.arrivals / 10;
+    let mut arrival = 0u64;
+    let mut t: f64 = 0.0;
+    let (mut counted, mut lost) = (0u64, 0u64);
+    let mut class_counted = vec![0u64; classes];
+    let mut class_lost = vec![0u64; classes];
+    let mut class_frag = vec![0u64; classes];
+    let (mut admitted_all, mut lost_all) = (0u64, 0u64);
+    let (mut elapsed, mut busy_time, mut util_int, mut ptm_int) = (0.0, 0.0, 0.0, 0.0);
+    let mut measuring_since: Option<f64> = None;
+    let mut exclude = Vec::with_capacity(n);
+
+    let poll = |chargers: &[Charger], router: &mut Router, snapshot: &mut [f64], at: f64| {
+        for (i, c) in chargers.iter().enumerate() {
+            snapshot[i] = c.committed_w();
+            let sample = LoadSample {
+                substation: String::new(),
+                power_w: c.power_w(),
+                committed_w: Some(c.committed_w()),
+                requested_w: Some(c.requested_w()),
+                capacity_w: c.capacity_w(),
+                sessions: Some(c.active() as f64),
+                started: Some(c.started()),
+            };
+            router.observe(i, &sample, at, at);
+        }
+    };
+
+    while arrival < cfg.arrivals {
+        let (end_at, end_i) = ends
+            .iter()
+            .enumerate()
+            .map(|(i, &e)| (e, i))
+            .min_by(|a, b| a.0.total_cmp(&b.0))
+            .unwrap_or((f64::INFINITY, 0));
+        let poll_at = if fresh { f64::INFINITY } else { next_poll };
+        let now = next_arrival.min(poll_at).min(end_at);
+        // Utilisation is constant between events: integrate it.
+        if let Some(since) = measuring_since {
+            let dt = now - t.max(since);
+            let total: f64 = chargers.iter().map(|c| c.power_w()).sum();
+            if dt > 0.0 {
+                elapsed += dt;
+                util_int += total / total_cap_w * dt;
+            }
+            if dt > 0.0 && total > 0.0 {
+                let pooled = total / total_cap_w;
+                let peak = chargers
+                    .iter()
+                    .map(|c| c.power_w() / c.capacity_w())
+                    .fold(0.0, f64::max);
+                ptm_int += peak / pooled * dt;
+                busy_time += dt;
+            }
+        }
+        t = now;
+        if end_at <= now && end_at < next_arrival && end_at <= poll_at {
+            chargers[end_i].advance(now);
+            ends[end_i] = chargers[end_i].next_end().unwrap_or(f64::INFINITY);
+            continue;
+        }
+        if poll_at <= now && poll_at < next_arrival {
+            for (i, c) in chargers.iter_mut().enumerate() {
+                c.advance(now);
+                ends[i] = c.next_end().unwrap_or(f64::INFINITY);
+            }
+            poll(&chargers, &mut router, &mut snapshot, now);
+            next_poll += interval;
+            continue;
+        }
+        // An arrival.
+        next_arrival = now + exp_sample(&mut traffic, 1.0 / rate);
+        let mut pick: f64 = traffic.gen_range(0.0..total_share);
+        let class = cfg
+            .mix
+            .iter()
+            .position(|c| {
+                pick -= c.share;
+                pick < 0.0
+            })
+            .unwrap_or(classes - 1);
+        let c = cfg.mix[class];
+        let energy = exp_sample(&mut traffic, c.energy_kwh);
+        let req = ValidRequest {
+            vehicle_id: None,
+            power_kw: c.power_kw,
+            energy_kwh: energy,
+            min_power_kw: c.min_kw.min(c.power_kw),
+        };
+        for (i, ch) in chargers.iter_mut().enumerate() {
+            ch.advance(now);
+            ends[i] = ch.next_end().unwrap_or(f64::INFINITY);
+        }
+        if fresh {
+            poll(&chargers, &mut router, &mut snapshot, now);
+        }
+        let admitted = match policy {
+            PowerPolicy::Random | PowerPolicy::PowerOfTwo => {
+                let i = if policy == PowerPolicy::Random || n < 2 {
+                    choice.gen_range(0..n)
+                } else {
+                    let a = choice.gen_range(0..n);
+                    let b = (a + choice.gen_range(1..n)) % n;
+                    let u = |i: usize| (snapshot[i] + req.min_power_w()) / caps_w[i];
+                    if u(b) < u(a) {
+                        b
+                    } else {
+                        a
+                    }
+                };
+                let ok = chargers[i].admit(&req, now).is_ok();
+                ends[i] = chargers[i].next_end().unwrap_or(f64::INFINITY);
+                ok
+            }
+            PowerPolicy::Router(_) => {
+                exclude.clear();
+                let mut ok = false;
+                while let Some(ticket) =
+                    router.reserve(req.power_w(), req.min_power_w(), &exclude, now)
+                {
+                    let i = ticket.index;
+                    match chargers[i].admit(&req, now) {
+                        Ok(a) => {
+                            router.confirm(&ticket, a.ends_in_s, Some(a.seq), now);
+                            ends[i] = chargers[i].next_end().unwrap_or(f64::INFINITY);
+                            ok = true;
+                            break;
+                        }
+                        Err(_) => {
+                            router.refused(&ticket);
+                            exclude.push(i);
+                        }
+                    }
+                }
+                ok
+            }
+        };
+        if admitted {
+            admitted_all += 1;
+        } else {
+            lost_all += 1;
+        }
+        if arrival == warmup {
+            measuring_since = Some(now);
+        }
+        if arrival >= warmup {
+            counted += 1;
+            class_counted[class] += 1;
+            if !admitted {
+                lost += 1;
+                class_lost[class] += 1;
+                let free: f64 = chargers
+                    .iter()
+                    .map(|ch| (ch.capacity_w() - ch.committed_w()).max(0.0))
+                    .sum();
+                if free + 1e-6 >= req.min_power_w() {
+                    class_frag[class] += 1;
+                }
+            }
+        }
+        arrival += 1;
+    }
+    let frac = |x: u64, of: u64| x as f64 / of.max(1) as f64;
+    PowerResult {
+        rejection: frac(lost, counted),
+        class_rejection: (0..classes)
+            .map(|c| frac(class_lost[c], class_counted[c]))
+            .collect(),
+        fragmentation: frac(class_frag.iter().sum(), counted),
+        class_fragmentation: (0..classes)
+            .map(|c| frac(class_frag[c], class_counted[c]))
+            .collect(),
+        peak_to_mean: if busy_time > 0.0 {
+            ptm_int / busy_time
+        } else {
+            1.0
+        },
+        mean_utilization: if elapsed > 0.0 {
+            util_int / elapsed
+        } else {
+            0.0
+        },
+        admitted: admitted_all,
+        lost: lost_all,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -378,6 +836,102 @@ mod tests {
                 assert!(ours <= 1.5 * floor, "{ours} vs Erlang-B {floor}");
             }
         }
+    }
+
+    #[test]
+    fn kaufman_roberts_reduces_to_erlang_b_and_matches_a_hand_checked_case() {
+        // One class of one unit is Erlang-B.
+        for (a, c) in [(1.0, 1usize), (10.0, 10), (90.0, 100)] {
+            let kr = kaufman_roberts(c, &[(1, a)]);
+            assert!((kr[0] - erlang_b(a, c as u32)).abs() < 1e-12, "{a} {c}");
+        }
+        // One class of two units on 2C units is Erlang-B on C servers.
+        let kr = kaufman_roberts(40, &[(2, 15.0)]);
+        assert!((kr[0] - erlang_b(15.0, 20)).abs() < 1e-12);
+        // Two units, classes of 1 and 2 units with 1 erlang each. States
+        // (n1, n2): (0,0) 1, (1,0) 1, (2,0) 1/2, (0,1) 1; total 7/2. The small
+        // class is blocked only when both units are busy (3/7), the large one
+        // whenever any is (5/7).
+        let kr = kaufman_roberts(2, &[(1, 1.0), (2, 1.0)]);
+        assert!((kr[0] - 3.0 / 7.0).abs() < 1e-12, "{kr:?}");
+        assert!((kr[1] - 5.0 / 7.0).abs() < 1e-12, "{kr:?}");
+        // Large capacities do not overflow.
+        let kr = kaufman_roberts(20_000, &[(7, 2000.0), (150, 30.0)]);
+        assert!(
+            kr.iter().all(|b| b.is_finite() && *b > 0.0 && *b < 1.0),
+            "{kr:?}"
+        );
+    }
+
+    fn power_cfg(fraction: f64) -> PowerConfig {
+        PowerConfig {
+            capacities_kw: DEFAULT_CAPACITIES_KW.to_vec(),
+            mix: default_mix()
+                .into_iter()
+                .map(|c| PowerClass {
+                    min_kw: c.power_kw * fraction,
+                    ..c
+                })
+                .collect(),
+            load: 0.95,
+            staleness: 0.05,
+            arrivals: 30_000,
+            seed: 3,
+        }
+    }
+
+    #[test]
+    fn power_mode_counts_every_request_once_and_is_deterministic() {
+        let cfg = power_cfg(1.0);
+        for policy in PowerPolicy::ALL {
+            let r = run_power(policy, &cfg);
+            assert_eq!(r.admitted + r.lost, cfg.arrivals, "{policy:?}");
+            assert!(r.fragmentation <= r.rejection, "{policy:?} {r:?}");
+            assert!(
+                r.mean_utilization > 0.5 && r.mean_utilization < 1.0,
+                "{r:?}"
+            );
+            assert!(r.peak_to_mean >= 1.0, "{r:?}");
+            assert_eq!(r.class_rejection.len(), cfg.mix.len());
+        }
+        let a = run_power(PowerPolicy::Router(Placement::DEFAULT), &cfg);
+        assert_eq!(a, run_power(PowerPolicy::Router(Placement::DEFAULT), &cfg));
+    }
+
+    #[test]
+    fn headroom_halves_fragmentation_and_stays_near_the_kr_floor() {
+        // Minimum = requested: least utilisation leaves room in pieces no
+        // 150 kW request fits in; the default keeps it together.
+        let cfg = power_cfg(1.0);
+        let ours = run_power(PowerPolicy::Router(Placement::DEFAULT), &cfg);
+        let least = run_power(PowerPolicy::Router(Placement::LeastUtilization), &cfg);
+        let (kr, _) = kr_floor(&cfg);
+        assert!(
+            ours.fragmentation <= 0.65 * least.fragmentation,
+            "{ours:?} vs {least:?}"
+        );
+        assert!(ours.fragmentation <= 0.035, "{ours:?}");
+        assert!(ours.rejection <= 1.1 * kr, "{ours:?} vs KR {kr}");
+        assert!(ours.rejection < least.rejection, "{ours:?} vs {least:?}");
+        // And it still balances: peak/mean well below best fit's.
+        let packed = run_power(PowerPolicy::Router(Placement::BestFit), &cfg);
+        assert!(
+            ours.peak_to_mean < packed.peak_to_mean - 0.02,
+            "{ours:?} {packed:?}"
+        );
+    }
+
+    #[test]
+    fn with_curtailable_minimums_headroom_almost_never_fragments() {
+        let cfg = power_cfg(0.5);
+        let ours = run_power(PowerPolicy::Router(Placement::DEFAULT), &cfg);
+        let packed = run_power(PowerPolicy::Router(Placement::BestFit), &cfg);
+        assert!(ours.fragmentation <= 0.0005, "{ours:?}");
+        assert!(ours.rejection <= 0.001, "{ours:?}");
+        assert!(
+            packed.fragmentation > 5.0 * ours.fragmentation.max(1e-4),
+            "{packed:?}"
+        );
     }
 
     #[test]

@@ -87,13 +87,15 @@ pub struct PollFailed {
 #[rtype(result = "Result<ChargeGranted>")]
 pub struct Route(pub ValidRequest);
 
-/// Choose a substation for `power_w` and book it as in flight. Sent by
+/// Choose a substation for `power_w` (at least `min_w`) and book it as in flight. Sent by
 /// `RouterActor`'s own forwarding task (one decision per attempt).
 #[derive(Message, Debug, Clone)]
 #[rtype(result = "Option<(Ticket, String, String)>")]
 pub struct Reserve {
     /// Requested power, watts.
     pub power_w: f64,
+    /// Minimum power, watts: what the substation's admission counts.
+    pub min_w: f64,
     /// Substations already tried for this request.
     pub exclude: Vec<usize>,
 }

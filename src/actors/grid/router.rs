@@ -190,7 +190,9 @@ impl Handler<Reserve> for RouterActor {
     fn handle(&mut self, msg: Reserve, _: &mut Self::Context) -> Self::Result {
         let start = Instant::now();
         let now = self.now();
-        let ticket = self.router.reserve(msg.power_w, &msg.exclude, now);
+        let ticket = self
+            .router
+            .reserve(msg.power_w, msg.min_w, &msg.exclude, now);
         self.metrics
             .decision_duration
             .observe(start.elapsed().as_secs_f64());
@@ -254,12 +256,14 @@ impl Handler<Route> for RouterActor {
         Box::pin(async move {
             let req = msg.0.to_request();
             let power_w = msg.0.power_w();
+            let min_w = msg.0.min_power_w();
             let mut exclude: Vec<usize> = Vec::new();
             let mut refusals = 0usize;
             loop {
                 let reserved = addr
                     .send(Reserve {
                         power_w,
+                        min_w,
                         exclude: exclude.clone(),
                     })
                     .await?;
