@@ -241,21 +241,23 @@ cpu_ticks() {
     echo "$total"
 }
 
-# run INDEX SECS: one wrk run; prints "req_per_s requests non2xx cpu_us_per_req".
+# run INDEX SECS: one wrk run; prints "req_per_s requests non2xx
+# socket_errors cpu_us_per_req cpu_us_per_req_of_the_first_pid".
 run() {
-    local i=$1 secs=$2 before after out reqs rps non2xx errs
-    # shellcheck disable=SC2086
-    before=$(cpu_ticks ${CPU_PIDS[$i]})
+    local i=$1 secs=$2 pids before after first0 first1 out reqs rps non2xx errs
+    read -r -a pids <<<"${CPU_PIDS[$i]}"
+    before=$(cpu_ticks "${pids[@]}")
+    first0=$(cpu_ticks "${pids[0]}")
     out=$(wrk -t"$THREADS" -c"$CONNS" -d"${secs}s" -s "$WORK/post.lua" "${URLS[$i]}")
-    # shellcheck disable=SC2086
-    after=$(cpu_ticks ${CPU_PIDS[$i]})
+    after=$(cpu_ticks "${pids[@]}")
+    first1=$(cpu_ticks "${pids[0]}")
     reqs=$(awk '/requests in/ {print $1}' <<<"$out")
     rps=$(awk '/^Requests\/sec/ {print $2}' <<<"$out")
     non2xx=$(awk '/Non-2xx/ {print $NF}' <<<"$out")
     errs=$(awk '/Socket errors/ {gsub(",", ""); print $4 + $6 + $8 + $10}' <<<"$out")
     awk -v r="$rps" -v n="$reqs" -v x="${non2xx:-0}" -v e="${errs:-0}" \
-        -v c="$((after - before))" -v tck="$TCK" \
-        'BEGIN { printf "%s %d %d %d %.1f\n", r, n, x, e, (n > 0 ? c / tck * 1e6 / n : 0) }'
+        -v c="$((after - before))" -v f="$((first1 - first0))" -v tck="$TCK" \
+        'BEGIN { us = (n > 0 ? 1e6 / tck / n : 0); printf "%s %d %d %d %.1f %.1f\n", r, n, x, e, c * us, f * us }'
 }
 
 median() { sort -g | awk '{ v[NR] = $1 } END { if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
@@ -270,7 +272,7 @@ for round in $(seq 1 "$ROUNDS"); do
         i=$(((k + round - 1) % N))
         line=$(run "$i" "$SECS")
         echo "$round ${NAMES[$i]} $line" >>"$WORK/results"
-        echo "round $round ${NAMES[$i]}: $line (req/s requests non-2xx socket-errors cpu-us/req)" >&2
+        echo "round $round ${NAMES[$i]}: $line (req/s requests non-2xx socket-errors cpu-us/req first-pid-us/req)" >&2
     done
 done
 
@@ -299,7 +301,13 @@ for i in $(seq 0 $((N - 1))); do
     else
         ratio=$(ratio_rounds grid "$name" | median | awk '{ printf "%.2f", $1 }')
     fi
-    printf '| %s | %.0f | %s | %.1f | %s | %s |\n' "${LABELS[$i]}" "$rps" "$ratio" "$cpu" "$non2xx" "$errs"
+    if [ "$name" = grid ]; then
+        entry=$(field "$name" 8 | median)
+        cpu=$(awk -v c="$cpu" -v e="$entry" 'BEGIN { printf "%.1f (entry %.1f + balancer %.1f)", c, e, c - e }')
+    else
+        cpu=$(printf '%.1f' "$cpu")
+    fi
+    printf '| %s | %.0f | %s | %s | %s | %s |\n' "${LABELS[$i]}" "$rps" "$ratio" "$cpu" "$non2xx" "$errs"
 done
 echo
 echo "Front-end CPU: charge_request + load_balancer for the grid, load_balancer alone for"
