@@ -7,6 +7,12 @@ use causal_grid::service::entry::{start, EntryConfig};
 use causal_grid::service::env::init_logging;
 use causal_grid::service::wait_for_shutdown;
 
+// A request allocates and frees many small buffers on its worker thread; a
+// fifth of the CPU went to the system allocator. mimalloc's thread-local
+// free lists cost about 6% less CPU per request (docs/grid-performance.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[actix_web::main]
 async fn main() {
     init_logging();

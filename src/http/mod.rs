@@ -17,13 +17,16 @@ pub mod error;
 pub mod grid;
 pub mod kv;
 
+use std::cell::RefCell;
+use std::collections::HashMap;
 use std::future::{ready, Ready};
+use std::rc::Rc;
 use std::time::Instant;
 
 use actix_web::dev::{Service, ServiceRequest, ServiceResponse, Transform};
 use actix_web::{web, HttpResponse};
 use futures_util::future::LocalBoxFuture;
-use prometheus::Registry;
+use prometheus::{Histogram, IntCounter, Registry};
 
 use crate::error::Result;
 use crate::metrics::{self, HttpMetrics};
@@ -60,6 +63,7 @@ where
         ready(Ok(RecordHttpService {
             service,
             metrics: self.0.clone(),
+            routes: Rc::default(),
         }))
     }
 }
@@ -67,6 +71,61 @@ where
 pub struct RecordHttpService<S> {
     service: S,
     metrics: HttpMetrics,
+    /// Series of the routes whose pattern is their path (no parameters), by
+    /// path: a request to one is counted without matching its path against
+    /// the routes a second time and without hashing its labels. Holds at
+    /// most one entry per such route (other paths are never stored).
+    routes: Rc<RefCell<HashMap<String, Rc<RouteSeries>>>>,
+}
+
+/// One route's series: its latency and its request counts by status.
+struct RouteSeries {
+    route: String,
+    duration: Histogram,
+    by_status: RefCell<Vec<(u16, IntCounter)>>,
+}
+
+impl RouteSeries {
+    fn new(metrics: &HttpMetrics, route: String) -> Self {
+        RouteSeries {
+            duration: metrics.duration.with_label_values(&[&route]),
+            route,
+            by_status: RefCell::new(Vec::new()),
+        }
+    }
+
+    fn count(&self, metrics: &HttpMetrics, status: u16) {
+        let mut by_status = self.by_status.borrow_mut();
+        match by_status.iter().find(|(s, _)| *s == status) {
+            Some((_, c)) => c.inc(),
+            None => {
+                let c = metrics
+                    .requests
+                    .with_label_values(&[&self.route, &status.to_string()]);
+                c.inc();
+                by_status.push((status, c));
+            }
+        }
+    }
+}
+
+impl<S> RecordHttpService<S> {
+    fn series(&self, req: &ServiceRequest) -> Rc<RouteSeries> {
+        if let Some(s) = self.routes.borrow().get(req.path()) {
+            return s.clone();
+        }
+        // The matched pattern keeps the label bounded (never a raw path).
+        let route = req
+            .match_pattern()
+            .unwrap_or_else(|| "unmatched".to_string());
+        let series = Rc::new(RouteSeries::new(&self.metrics, route));
+        if series.route == req.path() {
+            self.routes
+                .borrow_mut()
+                .insert(series.route.clone(), series.clone());
+        }
+        series
+    }
 }
 
 impl<S, B> Service<ServiceRequest> for RecordHttpService<S>
@@ -82,10 +141,7 @@ where
 
     fn call(&self, req: ServiceRequest) -> Self::Future {
         let start = Instant::now();
-        // The matched pattern keeps the label bounded (never a raw path).
-        let route = req
-            .match_pattern()
-            .unwrap_or_else(|| "unmatched".to_string());
+        let series = self.series(&req);
         let metrics = self.metrics.clone();
         let fut = self.service.call(req);
         Box::pin(async move {
@@ -94,14 +150,8 @@ where
                 Ok(r) => r.status().as_u16(),
                 Err(e) => e.as_response_error().status_code().as_u16(),
             };
-            metrics
-                .requests
-                .with_label_values(&[&route, &status.to_string()])
-                .inc();
-            metrics
-                .duration
-                .with_label_values(&[&route])
-                .observe(start.elapsed().as_secs_f64());
+            series.count(&metrics, status);
+            series.duration.observe(start.elapsed().as_secs_f64());
             res
         })
     }

@@ -13,6 +13,9 @@ use std::cell::{Cell, RefCell};
 use std::time::{Duration, Instant};
 
 use awc::error::SendRequestError;
+use awc::http::header::CONTENT_TYPE;
+use awc::http::Uri;
+use bytes::Bytes;
 
 use super::dns::{Resolver, Target};
 use crate::error::{Error, Result};
@@ -21,12 +24,15 @@ use crate::wire::ErrorBody;
 
 /// Largest response body read from a peer.
 const MAX_BODY: usize = 64 * 1024;
+const APPLICATION_JSON: &str = "application/json";
 
-/// What one forwarding attempt produced.
+/// What one forwarding attempt produced: `T` is the grant, parsed
+/// (`ChargeGranted`, for the balancer, which books it) or as the bytes that
+/// came back (for the entry service, which only passes them on).
 #[derive(Debug, Clone, PartialEq)]
-pub enum Forwarded {
+pub enum Forwarded<T = ChargeGranted> {
     /// 200 with a grant.
-    Granted(ChargeGranted),
+    Granted(T),
     /// 503: the peer has no capacity (or is overloaded).
     Refused(String),
     /// 4xx: the request itself is bad; retrying elsewhere will not help.
@@ -48,14 +54,30 @@ pub fn build_client(connect_timeout: Duration, request_timeout: Duration) -> awc
         .finish()
 }
 
-/// POSTs `req` as JSON to `url` and classifies the answer.
-pub async fn post_charge(client: &awc::Client, url: &str, req: &ChargeRequest) -> Forwarded {
-    let mut resp = match client.post(url).send_json(req).await {
+/// `base` (`http://host:port`) joined with `path`, parsed once so that
+/// forwarding does not format and parse a URL per request.
+pub fn join_uri(base: &str, path: &str) -> Result<Uri> {
+    let url = format!("{}{path}", base.trim_end_matches('/'));
+    url.parse()
+        .map_err(|e| Error::config(format!("bad URL {url}: {e}")))
+}
+
+/// A substation's `/charge` URI from its base URL.
+pub fn charge_uri(base: &str) -> Result<Uri> {
+    join_uri(base, "/charge")
+}
+
+/// POSTs `body` (JSON) to `uri` and classifies the answer; a grant is
+/// returned as the bytes that came back.
+pub async fn post_json(client: &awc::Client, uri: Uri, body: Bytes) -> Forwarded<Bytes> {
+    let mut resp = match client
+        .post(uri.clone())
+        .insert_header((CONTENT_TYPE, APPLICATION_JSON))
+        .send_body(body)
+        .await
+    {
         Ok(r) => r,
         Err(SendRequestError::Timeout) => return Forwarded::Timeout,
-        Err(e @ SendRequestError::Connect(_)) | Err(e @ SendRequestError::Send(_)) => {
-            return Forwarded::Unreachable(e.to_string())
-        }
         Err(e) => return Forwarded::Unreachable(e.to_string()),
     };
     let status = resp.status();
@@ -66,10 +88,7 @@ pub async fn post_charge(client: &awc::Client, url: &str, req: &ChargeRequest) -
         Err(e) => return Forwarded::Unreachable(format!("reading response: {e}")),
     };
     if status.is_success() {
-        return match serde_json::from_slice::<ChargeGranted>(&body) {
-            Ok(g) => Forwarded::Granted(g),
-            Err(e) => Forwarded::Failed(format!("bad grant from {url}: {e}")),
-        };
+        return Forwarded::Granted(body);
     }
     let message = serde_json::from_slice::<ErrorBody>(&body)
         .map(|b| b.error)
@@ -77,7 +96,23 @@ pub async fn post_charge(client: &awc::Client, url: &str, req: &ChargeRequest) -
     match status.as_u16() {
         503 => Forwarded::Refused(message),
         400..=499 => Forwarded::Invalid(message),
-        code => Forwarded::Failed(format!("{url} answered {code}: {message}")),
+        code => Forwarded::Failed(format!("{uri} answered {code}: {message}")),
+    }
+}
+
+/// POSTs an encoded charge request to `uri` and parses the grant.
+pub async fn post_charge_body(client: &awc::Client, uri: Uri, body: Bytes) -> Forwarded {
+    let shown = uri.clone();
+    match post_json(client, uri, body).await {
+        Forwarded::Granted(b) => match serde_json::from_slice::<ChargeGranted>(&b) {
+            Ok(g) => Forwarded::Granted(g),
+            Err(e) => Forwarded::Failed(format!("bad grant from {shown}: {e}")),
+        },
+        Forwarded::Refused(m) => Forwarded::Refused(m),
+        Forwarded::Invalid(m) => Forwarded::Invalid(m),
+        Forwarded::Unreachable(m) => Forwarded::Unreachable(m),
+        Forwarded::Timeout => Forwarded::Timeout,
+        Forwarded::Failed(m) => Forwarded::Failed(m),
     }
 }
 
@@ -117,7 +152,28 @@ const RESOLVE_EVERY: Duration = Duration::from_secs(1);
 #[derive(Debug, Clone)]
 struct Route {
     url: String,
+    /// `url`, parsed once.
+    uri: Uri,
     down_until: Option<Instant>,
+}
+
+impl Route {
+    /// A route to the balancer at base URL `base`; `None` (and a warning)
+    /// if it does not parse, which `parse_targets` already rules out for
+    /// listed URLs.
+    fn new(base: &str) -> Option<Route> {
+        match join_uri(base, "/route") {
+            Ok(uri) => Some(Route {
+                url: uri.to_string(),
+                uri,
+                down_until: None,
+            }),
+            Err(e) => {
+                log::warn!("skipping balancer {base}: {e}");
+                None
+            }
+        }
+    }
 }
 
 /// The balancers as seen from one worker of the entry service: its own
@@ -149,10 +205,7 @@ impl BalancerClient {
         let routes = targets
             .iter()
             .filter_map(|t| match t {
-                Target::Url(url) => Some(Route {
-                    url: format!("{url}/route"),
-                    down_until: None,
-                }),
+                Target::Url(url) => Route::new(url),
                 Target::Dns(_) => None,
             })
             .collect();
@@ -177,13 +230,13 @@ impl BalancerClient {
             return;
         }
         self.resolved_at.set(Some(Instant::now()));
-        let mut urls = Vec::new();
+        let mut found = Vec::new();
         for t in &self.targets {
             match t {
-                Target::Url(url) => urls.push(format!("{url}/route")),
+                Target::Url(url) => found.extend(Route::new(url)),
                 Target::Dns(src) => match (self.resolver)(src.host.clone()).await {
                     Ok(ips) => {
-                        urls.extend(ips.into_iter().map(|ip| format!("{}/route", src.url(ip))))
+                        found.extend(ips.into_iter().filter_map(|ip| Route::new(&src.url(ip))))
                     }
                     Err(e) => {
                         log::warn!(
@@ -197,18 +250,21 @@ impl BalancerClient {
         }
         let mut routes = self.routes.borrow_mut();
         let old = std::mem::take(&mut *routes);
-        *routes = urls
+        *routes = found
             .into_iter()
-            .map(|url| {
-                let down_until = old.iter().find(|r| r.url == url).and_then(|r| r.down_until);
-                Route { url, down_until }
+            .map(|mut route| {
+                route.down_until = old
+                    .iter()
+                    .find(|r| r.url == route.url)
+                    .and_then(|r| r.down_until);
+                route
             })
             .collect();
     }
 
-    /// The route URLs in the order to try them: round-robin from the next
+    /// The route URIs in the order to try them: round-robin from the next
     /// one, those marked down last.
-    fn order(&self) -> Vec<String> {
+    fn order(&self) -> Vec<Uri> {
         let routes = self.routes.borrow();
         let n = routes.len();
         if n == 0 {
@@ -220,27 +276,32 @@ impl BalancerClient {
         let rotated = (0..n).map(|i| &routes[(start + i) % n]);
         let (up, down): (Vec<_>, Vec<_>) =
             rotated.partition(|r| r.down_until.is_none_or(|t| t <= now));
-        up.into_iter().chain(down).map(|r| r.url.clone()).collect()
+        up.into_iter().chain(down).map(|r| r.uri.clone()).collect()
     }
 
-    fn mark_down(&self, url: &str) {
-        if let Some(r) = self.routes.borrow_mut().iter_mut().find(|r| r.url == url) {
+    fn mark_down(&self, uri: &Uri) {
+        if let Some(r) = self.routes.borrow_mut().iter_mut().find(|r| r.uri == *uri) {
             r.down_until = Some(Instant::now() + DOWN_FOR);
         }
     }
 
     /// Validates and forwards one request; returns how it ended (for the
-    /// caller's metrics) with the result.
-    pub async fn request_charge(&self, req: &ChargeRequest) -> (Outcome, Result<ChargeGranted>) {
-        let valid = match req.validate() {
+    /// caller's metrics) with the result: the balancer's grant, as the JSON
+    /// bytes it answered (the entry passes them on without decoding and
+    /// encoding them again).
+    pub async fn request_charge(&self, req: &ChargeRequest) -> (Outcome, Result<Bytes>) {
+        let body = match req.validate() {
             Err(e) => return (Outcome::Invalid, Err(e)),
-            Ok(valid) => valid.to_request(),
+            Ok(valid) => match serde_json::to_vec(&valid.to_request()) {
+                Ok(b) => Bytes::from(b),
+                Err(e) => return (Outcome::Error, Err(Error::internal(e))),
+            },
         };
         self.refresh().await;
         let mut unreachable = Vec::new();
         let mut refused = None;
-        for url in self.order() {
-            return match post_charge(&self.client, &url, &valid).await {
+        for uri in self.order() {
+            return match post_json(&self.client, uri.clone(), body.clone()).await {
                 Forwarded::Granted(g) => (Outcome::Accepted, Ok(g)),
                 Forwarded::Refused(m) => {
                     // No room in this balancer's view; nothing was booked.
@@ -252,7 +313,7 @@ impl BalancerClient {
                 Forwarded::Invalid(m) => (Outcome::Invalid, Err(Error::invalid(m))),
                 Forwarded::Unreachable(m) => {
                     // Never delivered: the next balancer may take it.
-                    self.mark_down(&url);
+                    self.mark_down(&uri);
                     unreachable.push(m);
                     continue;
                 }

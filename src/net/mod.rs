@@ -15,7 +15,7 @@
 //! * [`kv`]: `PeerClient` (signed peer and admin requests) and `KvClient`
 //!   (the client API, for the demo, the benchmarks and the tests).
 //! * [`dns`]: peers found by DNS (`dns+http://name:port`) and the resolver.
-//! * [`grid`]: one forwarding hop of a charge request (`post_charge`), and
+//! * [`grid`]: one forwarding hop of a charge request (`post_json`, `post_charge_body`), and
 //!   `BalancerClient`, the entry service's view of the balancer.
 
 pub mod dns;

@@ -1,10 +1,11 @@
 //! The `load_balancer` service: configuration from the environment, and
 //! start-up (a `LoadPollerActor` and a `RouterActor` behind the routes of
-//! `http::grid::balancer`).
+//! `http::grid::balancer`, both on the first HTTP worker's thread).
 
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use actix::Actor;
+use actix::{Actor, Addr};
 use actix_web::{web, App, HttpServer};
 use prometheus::Registry;
 
@@ -98,6 +99,50 @@ impl BalancerConfig {
     }
 }
 
+/// What starting the router and its poller takes.
+#[derive(Clone)]
+struct RouterParts {
+    listed: Vec<String>,
+    sources: Vec<DnsSource>,
+    resolver: Resolver,
+    metrics: BalancerMetrics,
+    poll_interval: Duration,
+    timing: PollTiming,
+    seed: u64,
+    instance: String,
+}
+
+impl RouterParts {
+    /// Starts the `RouterActor` and the `LoadPollerActor` on this thread.
+    fn start(&self) -> Addr<RouterActor> {
+        let router = RouterActor::new(
+            self.listed.clone(),
+            build_client(CONNECT_TIMEOUT, FORWARD_TIMEOUT),
+            self.metrics.clone(),
+            self.poll_interval,
+            self.seed,
+        )
+        .with_instance(self.instance.clone())
+        .start();
+        LoadPollerActor::new(
+            &self.listed,
+            build_client(CONNECT_TIMEOUT, self.timing.timeout),
+            router.clone().recipient(),
+            router.clone().recipient(),
+            self.timing,
+            self.metrics.clone(),
+        )
+        .with_discovery(Discovery {
+            sources: self.sources.clone(),
+            resolver: self.resolver.clone(),
+            joined: router.clone().recipient(),
+            left: router.clone().recipient(),
+        })
+        .start();
+        router
+    }
+}
+
 /// Starts the balancer (inside a running actix System).
 pub fn start(cfg: BalancerConfig, signals: bool) -> Result<Running> {
     start_with_resolver(cfg, signals, system_resolver())
@@ -114,40 +159,38 @@ pub fn start_with_resolver(
     let registry = Registry::new();
     let metrics = BalancerMetrics::new(&registry)?;
     let http_metrics = HttpMetrics::new(&registry, "lb")?;
-    let seed = cfg.seed.unwrap_or_else(rand::random);
-    let router = RouterActor::new(
-        listed.clone(),
-        build_client(CONNECT_TIMEOUT, FORWARD_TIMEOUT),
-        metrics.clone(),
-        cfg.poll_interval,
-        seed,
-    )
-    .with_instance(env::host_name().unwrap_or_else(|| cfg.listen_addr.clone()))
-    .start();
-    let timing = PollTiming {
-        interval: cfg.poll_interval,
-        timeout: cfg.poll_timeout(),
-    };
-    LoadPollerActor::new(
-        &listed,
-        build_client(CONNECT_TIMEOUT, timing.timeout),
-        router.clone().recipient(),
-        router.clone().recipient(),
-        timing,
-        metrics,
-    )
-    .with_discovery(Discovery {
+    let parts = RouterParts {
+        listed,
         sources,
         resolver,
-        joined: router.clone().recipient(),
-        left: router.clone().recipient(),
-    })
-    .start();
-    let router = web::Data::new(router);
+        metrics,
+        poll_interval: cfg.poll_interval,
+        timing: PollTiming {
+            interval: cfg.poll_interval,
+            timeout: cfg.poll_timeout(),
+        },
+        seed: cfg.seed.unwrap_or_else(rand::random),
+        instance: env::host_name().unwrap_or_else(|| cfg.listen_addr.clone()),
+    };
+    // The router and the poller start on the first HTTP worker's thread, the
+    // first time the server builds an App: requests served by that worker
+    // reach the router without crossing threads (with HTTP_WORKERS=1, none
+    // do), which saves about a tenth of the balancer's CPU per request
+    // (docs/grid-performance.md). Other workers share its address. A worker
+    // that replaces a failed one starts them again if they stopped with it;
+    // the new router learns the substations from its first polls.
+    let slot: Arc<Mutex<Option<Addr<RouterActor>>>> = Arc::default();
     let registry = web::Data::new(registry);
     let server = HttpServer::new(move || {
+        let router = {
+            let mut slot = slot.lock().unwrap_or_else(|e| e.into_inner());
+            match slot.as_ref().filter(|r| r.connected()) {
+                Some(router) => router.clone(),
+                None => slot.insert(parts.start()).clone(),
+            }
+        };
         App::new()
-            .app_data(router.clone())
+            .app_data(web::Data::new(router))
             .app_data(registry.clone())
             .app_data(json_config(MAX_BODY_BYTES))
             .wrap(RecordHttp(http_metrics.clone()))

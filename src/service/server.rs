@@ -7,11 +7,14 @@
 //! handles Ctrl-C itself; a binary passes true and waits with
 //! [`wait_for_shutdown`].
 //!
+//! `HTTP_WORKERS` sets the number of worker threads of every server.
+//!
 //! Shutdown is graceful: the server stops accepting, finishes the requests
 //! in flight (up to 10 s), then the caller flushes what it must.
 
 use std::net::SocketAddr;
 
+use super::env;
 use crate::error::{Error, Result};
 
 /// Resolves on Ctrl-C or SIGTERM.
@@ -65,6 +68,21 @@ impl Running {
     }
 }
 
+/// `HTTP_WORKERS`: HTTP worker threads of every server in the process;
+/// unset, one per core (actix's default). Each worker serves its own
+/// connections with its own copy of the app (and of per-worker clients).
+/// On a small machine shared with other processes, fewer workers than cores
+/// costs less CPU per request (docs/grid-performance.md).
+pub fn http_workers() -> Result<Option<usize>> {
+    match env::parse_or::<usize>("HTTP_WORKERS", 0)? {
+        0 if env::var("HTTP_WORKERS").is_some() => {
+            Err(Error::config("HTTP_WORKERS must be at least 1"))
+        }
+        0 => Ok(None),
+        n => Ok(Some(n)),
+    }
+}
+
 /// Binds `server` and spawns it on the current actix system.
 ///
 /// `signals` is false when several services share a process (tests, the
@@ -110,6 +128,13 @@ where
     B: actix_web::body::MessageBody + 'static,
 {
     let mut server = server.shutdown_timeout(10);
+    // EXPERIMENT
+    if let Some(n) = std::env::var("HTTP_WORKERS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
+        server = server.workers(n);
+    }
     if !signals {
         server = server.disable_signals();
     }

@@ -10,7 +10,7 @@ use actix::Message;
 use serde::Serialize;
 
 use crate::error::Result;
-use crate::grid::{ChargeGranted, LoadSample, SubstationView, Ticket, ValidRequest};
+use crate::grid::{ChargeGranted, LoadSample, SubstationView, ValidRequest};
 
 /// Admit a charging session. Sent by the substation's `POST /charge` handler
 /// to `ChargerActor`; answered with the grant or `Unavailable` when full.
@@ -82,47 +82,11 @@ pub struct PollFailed {
 }
 
 /// Route a request: choose, forward, retry on the next best. Sent by the
-/// balancer's `POST /route` handler to `RouterActor`.
+/// balancer's `POST /route` handler to `RouterActor`, which answers once a
+/// substation admitted it or none can.
 #[derive(Message, Debug, Clone)]
 #[rtype(result = "Result<ChargeGranted>")]
 pub struct Route(pub ValidRequest);
-
-/// Choose a substation for `power_w` (at least `min_w`) and book it as in flight. Sent by
-/// `RouterActor`'s own forwarding task (one decision per attempt).
-#[derive(Message, Debug, Clone)]
-#[rtype(result = "Option<(Ticket, String, String)>")]
-pub struct Reserve {
-    /// Requested power, watts.
-    pub power_w: f64,
-    /// Minimum power, watts: what the substation's admission counts.
-    pub min_w: f64,
-    /// Substations already tried for this request.
-    pub exclude: Vec<usize>,
-}
-
-/// How a forwarding attempt ended.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub enum Settlement {
-    /// Admitted; the session ends after this many seconds.
-    Admitted { ends_in_s: f64, seq: Option<u64> },
-    /// The substation answered 503.
-    Refused,
-    /// Connection failed or timed out.
-    Unreachable,
-    /// Anything else; just release the reservation.
-    Abandoned,
-}
-
-/// Release a reservation with its outcome. Sent by `RouterActor`'s forwarding
-/// task after each attempt.
-#[derive(Message, Debug, Clone)]
-#[rtype(result = "()")]
-pub struct Settle {
-    /// The reservation made by `Reserve`.
-    pub ticket: Ticket,
-    /// What happened.
-    pub outcome: Settlement,
-}
 
 /// The router's view, for `GET /status`. Sent by the balancer's handler.
 #[derive(Message, Debug, Clone, Copy)]

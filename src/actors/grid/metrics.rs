@@ -1,6 +1,8 @@
 //! The grid services' Prometheus metrics (names are a contract: dashboards
 //! are written against them).
 
+use std::sync::{Arc, OnceLock};
+
 use prometheus::{
     Counter, Gauge, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec,
     IntGauge, Opts, Registry,
@@ -8,6 +10,7 @@ use prometheus::{
 
 use crate::error::{Error, Result};
 use crate::metrics::{register, LATENCY_BUCKETS};
+use crate::net::grid::Outcome;
 
 /// A substation's metrics. The registry carries the `substation` label.
 #[derive(Clone)]
@@ -235,6 +238,16 @@ impl BalancerMetrics {
 pub struct EntryMetrics {
     pub requests: IntCounterVec,
     pub duration: HistogramVec,
+    /// The series of `requests` per outcome and of `duration`, looked up
+    /// once (on first use, so a series appears when it first counts) rather
+    /// than hashed per request.
+    cached: Arc<CachedEntrySeries>,
+}
+
+#[derive(Default)]
+struct CachedEntrySeries {
+    by_outcome: [OnceLock<IntCounter>; 4],
+    duration: OnceLock<Histogram>,
 }
 
 impl EntryMetrics {
@@ -262,6 +275,24 @@ impl EntryMetrics {
                 )
                 .map_err(e)?,
             )?,
+            cached: Arc::default(),
         })
+    }
+
+    /// Counts one request that ended with `outcome` after `secs` seconds.
+    pub fn record(&self, outcome: Outcome, secs: f64) {
+        let slot = match outcome {
+            Outcome::Accepted => 0,
+            Outcome::Rejected => 1,
+            Outcome::Invalid => 2,
+            Outcome::Error => 3,
+        };
+        self.cached.by_outcome[slot]
+            .get_or_init(|| self.requests.with_label_values(&[outcome.label()]))
+            .inc();
+        self.cached
+            .duration
+            .get_or_init(|| self.duration.with_label_values(&[]))
+            .observe(secs);
     }
 }

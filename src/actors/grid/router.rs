@@ -1,28 +1,36 @@
 //! `RouterActor`: the balancer's routing state and its forwarding.
 //!
 //! Owns the pure `grid::Router` (decisions) and an `awc::Client` (forwarding).
-//! A `Route` message runs as a future on the actor's arbiter that loops:
-//! `Reserve` (one decision, a synchronous call into the core), POST to the
-//! chosen substation, `Settle` with the outcome, and on a refusal or a
-//! connection failure try the next best, excluding those already tried.
-//! Each step goes back through the mailbox, so decisions of concurrent
-//! requests interleave safely and every decision sees the reservations of the
-//! others still in flight; that is what keeps a burst from herding.
+//! A `Route` message becomes an actor future (`ResponseActFuture`) that
+//! loops: reserve (one decision, a synchronous call into the core, made with
+//! the actor's state in hand), POST to the chosen substation while other
+//! messages run, settle with the outcome, and on a refusal or a connection
+//! failure reserve the next best, excluding those already tried.
+//!
+//! Reserving and settling run inside the actor between two awaits, never
+//! across one, so decisions of concurrent requests interleave safely and
+//! every decision sees the reservations of the others still in flight; that
+//! is what keeps a burst from herding. They used to be messages the
+//! forwarding task sent to its own actor; an actor future reaches the state
+//! without those two mailbox round trips per attempt.
 //!
 //! Logical time is seconds since the actor started.
 
 use std::time::{Duration, Instant};
 
-use actix::{Actor, AsyncContext, Context, Handler, ResponseFuture};
+use actix::fut::{ready, wrap_future, ActorFutureExt};
+use actix::{Actor, ActorFuture, AsyncContext, Context, Handler, ResponseActFuture};
+use awc::http::Uri;
+use bytes::Bytes;
+use prometheus::IntCounter;
 
 use super::messages::{
-    GetStatus, Joined, Left, LoadSampled, PollFailed, Reserve, Route, Settle, Settlement, Status,
-    SubstationStatus,
+    GetStatus, Joined, Left, LoadSampled, PollFailed, Route, Status, SubstationStatus,
 };
 use super::metrics::BalancerMetrics;
 use crate::error::{Error, Result};
 use crate::grid::{ChargeGranted, Router, RouterConfig, Ticket};
-use crate::net::grid::{post_charge, Forwarded};
+use crate::net::grid::{charge_uri, post_charge_body, Forwarded};
 
 const GAUGE_TICK: Duration = Duration::from_millis(250);
 
@@ -31,6 +39,9 @@ pub struct RouterActor {
     router: Router,
     /// Base URL per index; substations found by DNS are appended.
     urls: Vec<String>,
+    /// Per index, what a forwarded request needs, made once rather than per
+    /// request: the parsed `/charge` URI and the `lb_decisions_total` series.
+    targets: Vec<Option<Target>>,
     origin: Instant,
     client: awc::Client,
     metrics: BalancerMetrics,
@@ -59,6 +70,7 @@ impl RouterActor {
         let names = urls.iter().map(|u| initial_name(u)).collect();
         RouterActor {
             router: Router::new(names, RouterConfig::default(), seed),
+            targets: vec![None; urls.len()],
             urls,
             origin: Instant::now(),
             client,
@@ -142,6 +154,8 @@ impl Handler<Joined> for RouterActor {
             self.urls.push(String::new());
         }
         if self.urls[msg.index].is_empty() {
+            self.targets.resize(self.urls.len(), None);
+            self.targets[msg.index] = None;
             self.urls[msg.index] = msg.url;
             self.router
                 .set_name(msg.index, initial_name(&self.urls[msg.index]));
@@ -184,42 +198,6 @@ impl Handler<PollFailed> for RouterActor {
     }
 }
 
-impl Handler<Reserve> for RouterActor {
-    type Result = Option<(Ticket, String, String)>;
-
-    fn handle(&mut self, msg: Reserve, _: &mut Self::Context) -> Self::Result {
-        let start = Instant::now();
-        let now = self.now();
-        let ticket = self
-            .router
-            .reserve(msg.power_w, msg.min_w, &msg.exclude, now);
-        self.metrics
-            .decision_duration
-            .observe(start.elapsed().as_secs_f64());
-        let ticket = ticket?;
-        let name = self.router.name(ticket.index).to_string();
-        self.metrics.decisions.with_label_values(&[&name]).inc();
-        let url = format!("{}/charge", self.urls[ticket.index].trim_end_matches('/'));
-        Some((ticket, name, url))
-    }
-}
-
-impl Handler<Settle> for RouterActor {
-    type Result = ();
-
-    fn handle(&mut self, msg: Settle, _: &mut Self::Context) {
-        let now = self.now();
-        match msg.outcome {
-            Settlement::Admitted { ends_in_s, seq } => {
-                self.router.confirm(&msg.ticket, ends_in_s, seq, now)
-            }
-            Settlement::Refused => self.router.refused(&msg.ticket),
-            Settlement::Unreachable => self.router.unreachable(&msg.ticket, now),
-            Settlement::Abandoned => self.router.abandoned(&msg.ticket),
-        }
-    }
-}
-
 impl Handler<GetStatus> for RouterActor {
     type Result = actix::MessageResult<GetStatus>;
 
@@ -246,62 +224,173 @@ impl Handler<GetStatus> for RouterActor {
 }
 
 impl Handler<Route> for RouterActor {
-    type Result = ResponseFuture<Result<ChargeGranted>>;
+    type Result = ResponseActFuture<Self, Result<ChargeGranted>>;
 
-    fn handle(&mut self, msg: Route, ctx: &mut Self::Context) -> Self::Result {
-        let addr = ctx.address();
+    fn handle(&mut self, msg: Route, _: &mut Self::Context) -> Self::Result {
+        let power_w = msg.0.power_w();
+        let min_w = msg.0.min_power_w();
+        let power_kw = msg.0.power_kw;
+        // Encoded once; every attempt sends the same bytes.
+        let body = match serde_json::to_vec(&msg.0.to_request()) {
+            Ok(b) => Bytes::from(b),
+            Err(e) => return Box::pin(ready(Err(Error::internal(e)))),
+        };
+        self.attempt(Attempt {
+            body,
+            power_w,
+            min_w,
+            power_kw,
+            exclude: Vec::new(),
+            refusals: 0,
+        })
+    }
+}
+
+/// A substation's `/charge` URI and its `lb_decisions_total` series, made
+/// once per substation (and again if its name changes).
+#[derive(Clone)]
+struct Target {
+    uri: Uri,
+    name: String,
+    decisions: IntCounter,
+}
+
+/// One request being routed: what every attempt needs.
+struct Attempt {
+    body: Bytes,
+    power_w: f64,
+    /// Minimum power, watts: what the substation's admission counts.
+    min_w: f64,
+    power_kw: f64,
+    /// Substations already tried for this request.
+    exclude: Vec<usize>,
+    refusals: usize,
+}
+
+/// How a forwarding attempt ended, for the core.
+fn settlement(forwarded: &Forwarded) -> Settlement {
+    match forwarded {
+        Forwarded::Granted(g) => Settlement::Admitted {
+            ends_in_s: g.ends_in_s,
+            seq: g.seq,
+        },
+        Forwarded::Refused(_) => Settlement::Refused,
+        Forwarded::Unreachable(_) | Forwarded::Timeout => Settlement::Unreachable,
+        Forwarded::Invalid(_) | Forwarded::Failed(_) => Settlement::Abandoned,
+    }
+}
+
+/// How a forwarding attempt ended.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Settlement {
+    /// Admitted; the session ends after this many seconds.
+    Admitted { ends_in_s: f64, seq: Option<u64> },
+    /// The substation answered 503.
+    Refused,
+    /// Connection failed or timed out.
+    Unreachable,
+    /// Anything else; just release the reservation.
+    Abandoned,
+}
+
+type Routing = std::pin::Pin<Box<dyn ActorFuture<RouterActor, Output = Result<ChargeGranted>>>>;
+
+impl RouterActor {
+    /// Chooses a substation for `power_w` (at least `min_w`) and books it
+    /// as in flight.
+    fn reserve(&mut self, power_w: f64, min_w: f64, exclude: &[usize]) -> Option<(Ticket, Target)> {
+        let start = Instant::now();
+        let now = self.now();
+        let ticket = self.router.reserve(power_w, min_w, exclude, now);
+        self.metrics
+            .decision_duration
+            .observe(start.elapsed().as_secs_f64());
+        let ticket = ticket?;
+        let target = match self.target(ticket.index) {
+            Ok(t) => t,
+            Err(e) => {
+                log::warn!("substation {} has no usable URL: {e}", ticket.index);
+                self.router.abandoned(&ticket);
+                return None;
+            }
+        };
+        target.decisions.inc();
+        Some((ticket, target))
+    }
+
+    /// The cached target of `index`, made again if the substation was renamed.
+    fn target(&mut self, index: usize) -> Result<Target> {
+        if self.targets.len() < self.urls.len() {
+            self.targets.resize(self.urls.len(), None);
+        }
+        let name = self.router.name(index);
+        if let Some(t) = &self.targets[index] {
+            if t.name == name {
+                return Ok(t.clone());
+            }
+        }
+        let t = Target {
+            uri: charge_uri(&self.urls[index])?,
+            name: name.to_string(),
+            decisions: self.metrics.decisions.with_label_values(&[name]),
+        };
+        self.targets[index] = Some(t.clone());
+        Ok(t)
+    }
+
+    /// Releases a reservation with its outcome.
+    fn settle(&mut self, ticket: &Ticket, outcome: Settlement) {
+        let now = self.now();
+        match outcome {
+            Settlement::Admitted { ends_in_s, seq } => {
+                self.router.confirm(ticket, ends_in_s, seq, now)
+            }
+            Settlement::Refused => self.router.refused(ticket),
+            Settlement::Unreachable => self.router.unreachable(ticket, now),
+            Settlement::Abandoned => self.router.abandoned(ticket),
+        }
+    }
+
+    /// Reserves, forwards, settles; on a refusal or failure, the next best.
+    fn attempt(&mut self, mut a: Attempt) -> Routing {
+        let Some((ticket, target)) = self.reserve(a.power_w, a.min_w, &a.exclude) else {
+            self.metrics.no_capacity.inc();
+            return Box::pin(ready(Err(Error::unavailable(format!(
+                "no substation can admit {} kW ({} refused)",
+                a.power_kw, a.refusals
+            )))));
+        };
+        if !a.exclude.is_empty() {
+            self.metrics.retries.inc();
+        }
         // A clone shares the same connection pool; no new client per request.
         let client = self.client.clone();
-        let metrics = self.metrics.clone();
-        Box::pin(async move {
-            let req = msg.0.to_request();
-            let power_w = msg.0.power_w();
-            let min_w = msg.0.min_power_w();
-            let mut exclude: Vec<usize> = Vec::new();
-            let mut refusals = 0usize;
-            loop {
-                let reserved = addr
-                    .send(Reserve {
-                        power_w,
-                        min_w,
-                        exclude: exclude.clone(),
-                    })
-                    .await?;
-                let Some((ticket, name, url)) = reserved else {
-                    metrics.no_capacity.inc();
-                    return Err(Error::unavailable(format!(
-                        "no substation can admit {} kW ({} refused)",
-                        msg.0.power_kw, refusals
-                    )));
-                };
-                if !exclude.is_empty() {
-                    metrics.retries.inc();
-                }
-                let index = ticket.index;
-                let forwarded = post_charge(&client, &url, &req).await;
-                let outcome = match &forwarded {
-                    Forwarded::Granted(g) => Settlement::Admitted {
-                        ends_in_s: g.ends_in_s,
-                        seq: g.seq,
-                    },
-                    Forwarded::Refused(_) => Settlement::Refused,
-                    Forwarded::Unreachable(_) | Forwarded::Timeout => Settlement::Unreachable,
-                    Forwarded::Invalid(_) | Forwarded::Failed(_) => Settlement::Abandoned,
-                };
-                addr.send(Settle { ticket, outcome }).await?;
-                match forwarded {
-                    Forwarded::Granted(g) => return Ok(g),
-                    Forwarded::Invalid(m) => return Err(Error::invalid(m)),
-                    Forwarded::Refused(m) => {
-                        refusals += 1;
-                        log::debug!("{name} refused: {m}");
+        let (uri, body) = (target.uri, a.body.clone());
+        let post = async move { post_charge_body(&client, uri, body).await };
+        Box::pin(wrap_future::<_, Self>(post).then(move |forwarded, act, _| {
+            act.settle(&ticket, settlement(&forwarded));
+            let name = &target.name;
+            let done: Routing = match forwarded {
+                Forwarded::Granted(g) => Box::pin(ready(Ok(g))),
+                Forwarded::Invalid(m) => Box::pin(ready(Err(Error::invalid(m)))),
+                other => {
+                    match other {
+                        Forwarded::Refused(m) => {
+                            a.refusals += 1;
+                            log::debug!("{name} refused: {m}");
+                        }
+                        Forwarded::Unreachable(m) => {
+                            log::warn!("{name} unreachable, retrying: {m}")
+                        }
+                        Forwarded::Timeout => log::warn!("{name} timed out, retrying"),
+                        Forwarded::Failed(m) => log::warn!("{name} failed, retrying: {m}"),
+                        Forwarded::Granted(_) | Forwarded::Invalid(_) => {}
                     }
-                    Forwarded::Unreachable(m) => log::warn!("{name} unreachable, retrying: {m}"),
-                    Forwarded::Timeout => log::warn!("{name} timed out, retrying"),
-                    Forwarded::Failed(m) => log::warn!("{name} failed, retrying: {m}"),
+                    a.exclude.push(ticket.index);
+                    act.attempt(a)
                 }
-                exclude.push(index);
-            }
-        })
+            };
+            done
+        }))
     }
 }

@@ -7,6 +7,7 @@
 
 use std::time::Instant;
 
+use actix_web::http::header::ContentType;
 use actix_web::{web, HttpResponse};
 
 use crate::actors::grid::metrics::EntryMetrics;
@@ -24,12 +25,11 @@ async fn request_charge(
 ) -> Result<HttpResponse> {
     let start = Instant::now();
     let (outcome, result) = balancer.request_charge(&body).await;
-    metrics.requests.with_label_values(&[outcome.label()]).inc();
-    metrics
-        .duration
-        .with_label_values(&[])
-        .observe(start.elapsed().as_secs_f64());
-    Ok(HttpResponse::Ok().json(result?))
+    metrics.record(outcome, start.elapsed().as_secs_f64());
+    // The balancer's grant, passed on as it came (JSON).
+    Ok(HttpResponse::Ok()
+        .content_type(ContentType::json())
+        .body(result?))
 }
 
 /// Routes of the entry service; needs `BalancerClient`, `EntryMetrics` and
