@@ -33,6 +33,8 @@
 #   E2E_PROJECT      compose project name (default: causalgride2e)
 #   E2E_RUSH_ARGS    extra rush_hour arguments
 #   E2E_KEEP=1       leave the stack running afterwards (for debugging)
+#   E2E_PORT_WAIT    seconds to wait for the published ports to be freed by
+#                    another run of the stack (default 900)
 #   E2E_SCOPE=smoke  steps 1, 2, the KV writes and reads, the Prometheus
 #                    targets and step 6 only, reusing causal-grid:latest if
 #                    it exists: a second, shorter pass with another compose

@@ -22,12 +22,26 @@ require_docker() {
     fi
 }
 
-# require_free_ports PORT...: fails if anything listens on one of them.
+# require_free_ports PORT...: waits up to E2E_PORT_WAIT seconds (default
+# 900) for every port to be free, then fails if one is still taken. Another
+# run of the stack on this machine (a second checkout, an earlier CI try
+# still tearing down) holds the same published ports; waiting serialises the
+# two runs instead of failing the second one at once.
+port_taken() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 require_free_ports() {
-    local port
+    local port deadline=$(($(date +%s) + ${E2E_PORT_WAIT:-900})) said=""
     for port in "$@"; do
-        if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
-            fail "port $port is already in use on this machine; stop whatever listens there"
-        fi
+        while port_taken "$port"; do
+            if [ "$(date +%s)" -ge "$deadline" ]; then
+                docker ps --filter "publish=$port" --format '{{.Names}} ({{.Status}})' 2>/dev/null || true
+                fail "port $port is already in use on this machine; stop whatever listens there"
+            fi
+            if [ -z "$said" ]; then
+                echo "port $port is in use; waiting up to ${E2E_PORT_WAIT:-900} s for it to be freed"
+                docker ps --filter "publish=$port" --format '  held by container {{.Names}} ({{.Status}})' 2>/dev/null || true
+                said=yes
+            fi
+            sleep 2
+        done
     done
 }
