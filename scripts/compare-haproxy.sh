@@ -5,6 +5,7 @@
 #   scripts/compare-haproxy.sh [--secs 8] [--rounds 3] [--connections 64]
 #                              [--threads 2] [--workers 1] [--no-build]
 #                              [--no-install] [--no-balancer-alone]
+#                              [--unbatched]
 #
 # Starts four substations (300/500/800/1200 kW), one load_balancer, one
 # charge_request and one HAProxy (two frontends: `balance leastconn` and
@@ -24,6 +25,11 @@
 # each cost less CPU per request; 0 keeps actix's default, one per core).
 # HAProxy runs with its default thread count.
 #
+# The entry and the balancer batch the requests that queue behind those in
+# flight (FORWARD_BATCH_MAX, default 64). --unbatched adds a second entry and
+# balancer with FORWARD_BATCH_MAX=1 over the same substations, as one more
+# target, to show what batching buys in the same run.
+#
 # Requests ask for 1 kW and 0.01 kWh with TIME_SCALE=100000, so a session
 # ends within a millisecond and capacity never refuses: the run measures the
 # cost of the hops, not admission. Non-2xx answers are counted as refusals.
@@ -42,6 +48,7 @@ WORKERS=1
 BUILD=1
 INSTALL=1
 BALANCER_ALONE=1
+UNBATCHED=0
 while [ $# -gt 0 ]; do
     case "$1" in
     --secs) SECS=$2; shift 2 ;;
@@ -52,7 +59,8 @@ while [ $# -gt 0 ]; do
     --no-build) BUILD=0; shift ;;
     --no-install) INSTALL=0; shift ;;
     --no-balancer-alone) BALANCER_ALONE=0; shift ;;
-    -h | --help) sed -n '2,35p' "$0"; exit 0 ;;
+    --unbatched) UNBATCHED=1; shift ;;
+    -h | --help) sed -n '2,41p' "$0"; exit 0 ;;
     *) echo "unknown argument: $1" >&2; exit 2 ;;
     esac
 done
@@ -164,6 +172,20 @@ start charge_request "${FRONT_ENV[@]}" LISTEN_ADDR="127.0.0.1:$ENTRY_PORT" \
 ENTRY_PID=$LAST_PID
 wait_health "http://127.0.0.1:$LB_PORT/health"
 wait_health "http://127.0.0.1:$ENTRY_PORT/health"
+if [ "$UNBATCHED" = 1 ]; then
+    LB1_PORT=$(free_port)
+    start load_balancer_unbatched "${FRONT_ENV[@]}" FORWARD_BATCH_MAX=1 \
+        LISTEN_ADDR="127.0.0.1:$LB1_PORT" SUBSTATIONS="$(IFS=,; echo "${SUB_URLS[*]}")" \
+        -- "$BIN/load_balancer"
+    LB1_PID=$LAST_PID
+    ENTRY1_PORT=$(free_port)
+    start charge_request_unbatched "${FRONT_ENV[@]}" FORWARD_BATCH_MAX=1 \
+        LISTEN_ADDR="127.0.0.1:$ENTRY1_PORT" LOAD_BALANCER_URL="http://127.0.0.1:$LB1_PORT" \
+        -- "$BIN/charge_request"
+    ENTRY1_PID=$LAST_PID
+    wait_health "http://127.0.0.1:$LB1_PORT/health"
+    wait_health "http://127.0.0.1:$ENTRY1_PORT/health"
+fi
 
 HA_LEAST=$(free_port)
 HA_RANDOM=$(free_port)
@@ -227,8 +249,15 @@ if [ "$BALANCER_ALONE" = 1 ]; then
     URLS+=("http://127.0.0.1:$LB_PORT/route")
     CPU_PIDS+=("$LB_PID")
 fi
-LABELS=([0]="entry -> balancer -> substation" [1]="HAProxy leastconn -> substation"
-    [2]="HAProxy random(2) -> substation" [3]="balancer -> substation (no entry)")
+LABELS=("entry -> balancer -> substation" "HAProxy leastconn -> substation"
+    "HAProxy random(2) -> substation")
+[ "$BALANCER_ALONE" = 1 ] && LABELS+=("balancer -> substation (no entry)")
+if [ "$UNBATCHED" = 1 ]; then
+    NAMES+=(grid_unbatched)
+    URLS+=("http://127.0.0.1:$ENTRY1_PORT/request_charge")
+    CPU_PIDS+=("$ENTRY1_PID $LB1_PID")
+    LABELS+=("entry -> balancer -> substation, batching off")
+fi
 
 TCK=$(getconf CLK_TCK)
 # CPU ticks (utime + stime) of the given PIDs together.
@@ -301,7 +330,7 @@ for i in $(seq 0 $((N - 1))); do
     else
         ratio=$(ratio_rounds grid "$name" | median | awk '{ printf "%.2f", $1 }')
     fi
-    if [ "$name" = grid ]; then
+    if [ "$name" = grid ] || [ "$name" = grid_unbatched ]; then
         entry=$(field "$name" 8 | median)
         cpu=$(awk -v c="$cpu" -v e="$entry" 'BEGIN { printf "%.1f (entry %.1f + balancer %.1f)", c, e, c - e }')
     else

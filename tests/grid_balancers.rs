@@ -8,6 +8,7 @@ use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use causal_grid::net::batch::BatchConfig;
 use causal_grid::net::dns::Resolver;
 use causal_grid::service::balancer::{self, BalancerConfig};
 use causal_grid::service::entry::{self, EntryConfig};
@@ -32,6 +33,7 @@ fn balancer_on(subs: &[String], listen: &str) -> std::io::Result<Running> {
             substations: subs.to_vec(),
             poll_interval: Duration::from_millis(100),
             seed: Some(3),
+            batch: BatchConfig::DEFAULT,
         },
         false,
     )
@@ -101,6 +103,7 @@ async fn balancers_found_by_dns_are_spread_over_and_a_dead_one_is_skipped() {
         EntryConfig {
             listen_addr: "127.0.0.1:0".into(),
             load_balancer_url: format!("dns+http://balancers.test:{port}"),
+            batch: BatchConfig::DEFAULT,
         },
         false,
         resolver,

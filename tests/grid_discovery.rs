@@ -55,6 +55,7 @@ fn dns_balancer(port: u16, resolver: Resolver) -> Running {
             substations: vec![format!("dns+http://substation.test:{port}")],
             poll_interval: Duration::from_millis(100),
             seed: Some(7),
+            batch: causal_grid::net::batch::BatchConfig::DEFAULT,
         },
         false,
         resolver,

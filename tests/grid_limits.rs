@@ -94,6 +94,7 @@ async fn balancer_down_gives_503_with_retry_after_and_recovers() {
             substations: vec![s.url()],
             poll_interval: std::time::Duration::from_millis(100),
             seed: Some(1),
+            batch: causal_grid::net::batch::BatchConfig::DEFAULT,
         },
         false,
     )

@@ -92,6 +92,7 @@ async fn run(args: Args) -> causal_grid::Result<()> {
         substations,
         poll_interval: Duration::from_millis(args.poll_interval_ms),
         seed: None,
+        batch: service::env::batch_config()?,
     };
     let r = service::balancer::start(balancer, false)?;
     let balancer_url = r.url();
@@ -99,6 +100,7 @@ async fn run(args: Args) -> causal_grid::Result<()> {
     let entry = EntryConfig {
         listen_addr: format!("{host}:6000"),
         load_balancer_url: balancer_url,
+        batch: service::env::batch_config()?,
     };
     running.push((
         "charge_request".into(),

@@ -17,6 +17,7 @@ use awc::http::header::CONTENT_TYPE;
 use awc::http::Uri;
 use bytes::Bytes;
 
+use super::batch::{BatchConfig, Batcher};
 use super::dns::{Resolver, Target};
 use crate::error::{Error, Result};
 use crate::grid::{ChargeGranted, ChargeRequest};
@@ -103,10 +104,15 @@ pub async fn post_json(client: &awc::Client, uri: Uri, body: Bytes) -> Forwarded
 /// POSTs an encoded charge request to `uri` and parses the grant.
 pub async fn post_charge_body(client: &awc::Client, uri: Uri, body: Bytes) -> Forwarded {
     let shown = uri.clone();
-    match post_json(client, uri, body).await {
+    parse_grant(&shown, post_json(client, uri, body).await)
+}
+
+/// Parses the grant of an answer from `from`, keeping any other outcome.
+pub fn parse_grant(from: &Uri, forwarded: Forwarded<Bytes>) -> Forwarded {
+    match forwarded {
         Forwarded::Granted(b) => match serde_json::from_slice::<ChargeGranted>(&b) {
             Ok(g) => Forwarded::Granted(g),
-            Err(e) => Forwarded::Failed(format!("bad grant from {shown}: {e}")),
+            Err(e) => Forwarded::Failed(format!("bad grant from {from}: {e}")),
         },
         Forwarded::Refused(m) => Forwarded::Refused(m),
         Forwarded::Invalid(m) => Forwarded::Invalid(m),
@@ -149,11 +155,13 @@ const RESOLVE_EVERY: Duration = Duration::from_secs(1);
 
 /// One balancer address and, if it failed to connect, until when it is
 /// tried last.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 struct Route {
     url: String,
     /// `url`, parsed once.
     uri: Uri,
+    /// Coalesces requests to its `/route/batch`, unless batching is off.
+    batcher: Option<Batcher>,
     down_until: Option<Instant>,
 }
 
@@ -161,11 +169,15 @@ impl Route {
     /// A route to the balancer at base URL `base`; `None` (and a warning)
     /// if it does not parse, which `parse_targets` already rules out for
     /// listed URLs.
-    fn new(base: &str) -> Option<Route> {
-        match join_uri(base, "/route") {
-            Ok(uri) => Some(Route {
+    fn new(base: &str, client: &awc::Client, batch: BatchConfig) -> Option<Route> {
+        let uris = join_uri(base, "/route").and_then(|u| Ok((u, join_uri(base, "/route/batch")?)));
+        match uris {
+            Ok((uri, batch_uri)) => Some(Route {
                 url: uri.to_string(),
                 uri,
+                batcher: batch
+                    .enabled()
+                    .then(|| Batcher::new(client.clone(), batch_uri, batch)),
                 down_until: None,
             }),
             Err(e) => {
@@ -184,8 +196,12 @@ impl Route {
 /// room (a 503 books nothing; another balancer's view may differ, and
 /// `grid_sim --balancers` shows that this keeps rejection at one
 /// balancer's). A timeout after sending is not retried: it may have booked.
+///
+/// Unless batching is off, requests to a balancer that queue behind those
+/// in flight go on together to its `/route/batch` (`net::batch`).
 pub struct BalancerClient {
     client: awc::Client,
+    batch: BatchConfig,
     targets: Vec<Target>,
     resolver: Resolver,
     routes: RefCell<Vec<Route>>,
@@ -195,22 +211,26 @@ pub struct BalancerClient {
 
 impl BalancerClient {
     /// A client for the balancers `targets`, with bounded connect and
-    /// request timeouts; DNS names are resolved with `resolver`.
+    /// request timeouts, batching as `batch` says; DNS names are resolved
+    /// with `resolver`.
     pub fn new(
         targets: Vec<Target>,
         resolver: Resolver,
         connect_timeout: Duration,
         request_timeout: Duration,
+        batch: BatchConfig,
     ) -> Self {
+        let client = build_client(connect_timeout, request_timeout);
         let routes = targets
             .iter()
             .filter_map(|t| match t {
-                Target::Url(url) => Route::new(url),
+                Target::Url(url) => Route::new(url, &client, batch),
                 Target::Dns(_) => None,
             })
             .collect();
         BalancerClient {
-            client: build_client(connect_timeout, request_timeout),
+            client,
+            batch,
             targets,
             resolver,
             routes: RefCell::new(routes),
@@ -233,11 +253,12 @@ impl BalancerClient {
         let mut found = Vec::new();
         for t in &self.targets {
             match t {
-                Target::Url(url) => found.extend(Route::new(url)),
+                Target::Url(url) => found.extend(Route::new(url, &self.client, self.batch)),
                 Target::Dns(src) => match (self.resolver)(src.host.clone()).await {
-                    Ok(ips) => {
-                        found.extend(ips.into_iter().filter_map(|ip| Route::new(&src.url(ip))))
-                    }
+                    Ok(ips) => found.extend(
+                        ips.into_iter()
+                            .filter_map(|ip| Route::new(&src.url(ip), &self.client, self.batch)),
+                    ),
                     Err(e) => {
                         log::warn!(
                             "resolving {} failed, keeping the last answer: {e}",
@@ -252,19 +273,17 @@ impl BalancerClient {
         let old = std::mem::take(&mut *routes);
         *routes = found
             .into_iter()
-            .map(|mut route| {
-                route.down_until = old
-                    .iter()
-                    .find(|r| r.url == route.url)
-                    .and_then(|r| r.down_until);
-                route
+            .map(|route| match old.iter().find(|r| r.url == route.url) {
+                // Known already: keep its state and its batcher's queue.
+                Some(known) => known.clone(),
+                None => route,
             })
             .collect();
     }
 
-    /// The route URIs in the order to try them: round-robin from the next
-    /// one, those marked down last.
-    fn order(&self) -> Vec<Uri> {
+    /// The routes in the order to try them: round-robin from the next one,
+    /// those marked down last.
+    fn order(&self) -> Vec<Route> {
         let routes = self.routes.borrow();
         let n = routes.len();
         if n == 0 {
@@ -276,7 +295,15 @@ impl BalancerClient {
         let rotated = (0..n).map(|i| &routes[(start + i) % n]);
         let (up, down): (Vec<_>, Vec<_>) =
             rotated.partition(|r| r.down_until.is_none_or(|t| t <= now));
-        up.into_iter().chain(down).map(|r| r.uri.clone()).collect()
+        up.into_iter().chain(down).cloned().collect()
+    }
+
+    /// Sends one encoded request to a balancer, batched or on its own.
+    async fn forward(&self, route: &Route, body: Bytes) -> Forwarded<Bytes> {
+        match &route.batcher {
+            Some(b) => b.submit(body).await,
+            None => post_json(&self.client, route.uri.clone(), body).await,
+        }
     }
 
     fn mark_down(&self, uri: &Uri) {
@@ -300,8 +327,8 @@ impl BalancerClient {
         self.refresh().await;
         let mut unreachable = Vec::new();
         let mut refused = None;
-        for uri in self.order() {
-            return match post_json(&self.client, uri.clone(), body.clone()).await {
+        for route in self.order() {
+            return match self.forward(&route, body.clone()).await {
                 Forwarded::Granted(g) => (Outcome::Accepted, Ok(g)),
                 Forwarded::Refused(m) => {
                     // No room in this balancer's view; nothing was booked.
@@ -313,7 +340,7 @@ impl BalancerClient {
                 Forwarded::Invalid(m) => (Outcome::Invalid, Err(Error::invalid(m))),
                 Forwarded::Unreachable(m) => {
                     // Never delivered: the next balancer may take it.
-                    self.mark_down(&uri);
+                    self.mark_down(&route.uri);
                     unreachable.push(m);
                     continue;
                 }

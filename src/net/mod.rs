@@ -14,10 +14,13 @@
 //!
 //! * [`kv`]: `PeerClient` (signed peer and admin requests) and `KvClient`
 //!   (the client API, for the demo, the benchmarks and the tests).
+//! * [`batch`]: `Batcher`, which coalesces the requests queued behind one in
+//!   flight into one batch (entry → balancer, balancer → substation).
 //! * [`dns`]: peers found by DNS (`dns+http://name:port`) and the resolver.
 //! * [`grid`]: one forwarding hop of a charge request (`post_json`, `post_charge_body`), and
 //!   `BalancerClient`, the entry service's view of the balancer.
 
+pub mod batch;
 pub mod dns;
 pub mod grid;
 pub mod kv;

@@ -21,6 +21,7 @@ use crate::http::grid::balancer::configure;
 use crate::http::grid::MAX_BODY_BYTES;
 use crate::http::RecordHttp;
 use crate::metrics::HttpMetrics;
+use crate::net::batch::BatchConfig;
 use crate::net::dns::{parse_target, parse_targets, system_resolver, DnsSource, Resolver, Target};
 use crate::net::grid::build_client;
 
@@ -43,6 +44,9 @@ pub struct BalancerConfig {
     pub poll_interval: Duration,
     /// Seed of the tie-breaking generator (random unless set by a test).
     pub seed: Option<u64>,
+    /// `FORWARD_BATCH_MAX`, `FORWARD_BATCHES_IN_FLIGHT`: requests to a
+    /// substation that queue behind those in flight go on as one batch.
+    pub batch: BatchConfig,
 }
 
 /// Splits and checks a `SUBSTATIONS` value (base URLs and DNS names).
@@ -82,6 +86,7 @@ impl BalancerConfig {
             substations: parse_substations(&raw)?,
             poll_interval: Duration::from_millis(interval_ms),
             seed: None,
+            batch: env::batch_config()?,
         })
     }
 
@@ -110,6 +115,7 @@ struct RouterParts {
     timing: PollTiming,
     seed: u64,
     instance: String,
+    batch: BatchConfig,
 }
 
 impl RouterParts {
@@ -123,6 +129,7 @@ impl RouterParts {
             self.seed,
         )
         .with_instance(self.instance.clone())
+        .with_batching(self.batch)
         .start();
         LoadPollerActor::new(
             &self.listed,
@@ -171,6 +178,7 @@ pub fn start_with_resolver(
         },
         seed: cfg.seed.unwrap_or_else(rand::random),
         instance: env::host_name().unwrap_or_else(|| cfg.listen_addr.clone()),
+        batch: cfg.batch,
     };
     // The router and the poller start on the first HTTP worker's thread, the
     // first time the server builds an App: requests served by that worker
@@ -246,6 +254,7 @@ mod tests {
                 substations: vec!["http://a:1".into()],
                 poll_interval: Duration::from_millis(ms),
                 seed: None,
+                batch: BatchConfig::DEFAULT,
             };
             let t = cfg.poll_timeout();
             assert!(t <= cfg.poll_interval, "{ms} ms: timeout {t:?}");

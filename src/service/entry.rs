@@ -16,6 +16,7 @@ use crate::http::grid::entry::configure;
 use crate::http::grid::MAX_BODY_BYTES;
 use crate::http::RecordHttp;
 use crate::metrics::HttpMetrics;
+use crate::net::batch::BatchConfig;
 use crate::net::dns::{parse_targets, system_resolver, Resolver};
 use crate::net::grid::BalancerClient;
 
@@ -34,6 +35,9 @@ pub struct EntryConfig {
     /// (`dns+http://tasks.load_balancer:7000`); requests go round-robin and
     /// fail over to the next when one cannot be reached.
     pub load_balancer_url: String,
+    /// `FORWARD_BATCH_MAX`, `FORWARD_BATCHES_IN_FLIGHT`: requests to a
+    /// balancer that queue behind those in flight go on as one batch.
+    pub batch: BatchConfig,
 }
 
 impl EntryConfig {
@@ -44,6 +48,7 @@ impl EntryConfig {
         Ok(EntryConfig {
             listen_addr: env::parse_or("LISTEN_ADDR", "0.0.0.0:6000".to_string())?,
             load_balancer_url: url,
+            batch: env::batch_config()?,
         })
     }
 }
@@ -56,6 +61,7 @@ pub fn start(cfg: EntryConfig, signals: bool) -> Result<Running> {
 /// Like `start`, resolving `dns+http://` balancers with `resolver`.
 pub fn start_with_resolver(cfg: EntryConfig, signals: bool, resolver: Resolver) -> Result<Running> {
     let targets = parse_targets("LOAD_BALANCER_URL", &cfg.load_balancer_url)?;
+    let batch = cfg.batch;
     let registry = Registry::new();
     let metrics = web::Data::new(EntryMetrics::new(&registry)?);
     let http_metrics = HttpMetrics::new(&registry, "charge")?;
@@ -68,6 +74,7 @@ pub fn start_with_resolver(cfg: EntryConfig, signals: bool, resolver: Resolver) 
                 resolver.clone(),
                 CONNECT_TIMEOUT,
                 REQUEST_TIMEOUT,
+                batch,
             )))
             .app_data(metrics.clone())
             .app_data(registry.clone())

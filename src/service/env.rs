@@ -46,6 +46,32 @@ where
         .map_err(|e| Error::config(format!("{name}={raw:?} is invalid: {e}")))
 }
 
+/// How the grid's services batch forwarded requests: `FORWARD_BATCH_MAX`
+/// (requests per batch, default 64, 1 turns batching off, at most
+/// `wire::batch::MAX_BATCH_ITEMS`) and `FORWARD_BATCHES_IN_FLIGHT` (batches
+/// outstanding towards one target before requests queue, default 2).
+pub fn batch_config() -> Result<crate::net::batch::BatchConfig> {
+    use crate::net::batch::BatchConfig;
+    use crate::wire::batch::MAX_BATCH_ITEMS;
+    let d = BatchConfig::DEFAULT;
+    let max_items: usize = parse_or("FORWARD_BATCH_MAX", d.max_items)?;
+    if !(1..=MAX_BATCH_ITEMS).contains(&max_items) {
+        return Err(Error::config(format!(
+            "FORWARD_BATCH_MAX must be in [1, {MAX_BATCH_ITEMS}], got {max_items}"
+        )));
+    }
+    let in_flight: usize = parse_or("FORWARD_BATCHES_IN_FLIGHT", d.in_flight)?;
+    if !(1..=64).contains(&in_flight) {
+        return Err(Error::config(format!(
+            "FORWARD_BATCHES_IN_FLIGHT must be in [1, 64], got {in_flight}"
+        )));
+    }
+    Ok(BatchConfig {
+        max_items,
+        in_flight,
+    })
+}
+
 /// A secret from `NAME` or, for orchestrators that mount secrets as files
 /// (Docker and Kubernetes secrets), from the file `NAME_FILE` names (one
 /// trailing newline dropped). Setting both is an error; so is an empty or

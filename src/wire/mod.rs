@@ -10,11 +10,14 @@
 //!   `Causal-Context` header.
 //! * [`inspect`]: checks on `/status` snapshots (causal violations,
 //!   convergence), shared by `causal_demo`, the benchmarks and the tests.
+//! * [`batch`]: the grid services' batches of charge requests and their
+//!   per-request answers.
 //! * [`ErrorBody`]: the `{"error": "..."}` body of every 4xx and 5xx answer.
 //!
 //! The grid's messages (`ChargeRequest`, `ChargeGranted`) live with its core
 //! in `grid::request`, which is free of actix as well.
 
+pub mod batch;
 pub mod inspect;
 pub mod kv;
 

@@ -7,6 +7,7 @@ use std::future::Future;
 use std::time::{Duration, Instant};
 
 use causal_grid::grid::ChargeRequest;
+use causal_grid::net::batch::BatchConfig;
 use causal_grid::service::balancer::{self, BalancerConfig};
 use causal_grid::service::entry::{self, EntryConfig};
 use causal_grid::service::substation::{self, SubstationConfig};
@@ -48,6 +49,7 @@ pub fn start_balancer(urls: &[String], poll_ms: u64) -> Running {
             substations: urls.to_vec(),
             poll_interval: Duration::from_millis(poll_ms),
             seed: Some(42),
+            batch: BatchConfig::DEFAULT,
         },
         false,
     )
@@ -59,6 +61,7 @@ pub fn start_entry(balancer_url: &str, listen: &str) -> Running {
         EntryConfig {
             listen_addr: listen.to_string(),
             load_balancer_url: balancer_url.to_string(),
+            batch: BatchConfig::DEFAULT,
         },
         false,
     )

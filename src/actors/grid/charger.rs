@@ -9,10 +9,10 @@ use std::time::{Duration, Instant};
 
 use actix::{Actor, AsyncContext, Context, Handler};
 
-use super::messages::{GetSession, RefreshMetrics, SetLimit, StartCharge};
+use super::messages::{GetSession, RefreshMetrics, SetLimit, StartCharge, StartCharges};
 use super::metrics::SubstationMetrics;
 use crate::error::{Error, Result};
-use crate::grid::{ChargeGranted, Charger, Refusal, SessionInfo};
+use crate::grid::{ChargeGranted, Charger, Refusal, SessionInfo, ValidRequest};
 
 const TICK: Duration = Duration::from_millis(50);
 
@@ -84,15 +84,33 @@ impl Handler<StartCharge> for ChargerActor {
     type Result = Result<ChargeGranted>;
 
     fn handle(&mut self, msg: StartCharge, _: &mut Self::Context) -> Self::Result {
+        let result = self.start_charge(&msg.0);
+        self.refresh();
+        result
+    }
+}
+
+impl Handler<StartCharges> for ChargerActor {
+    type Result = Vec<Result<ChargeGranted>>;
+
+    fn handle(&mut self, msg: StartCharges, _: &mut Self::Context) -> Self::Result {
+        let results = msg.0.iter().map(|req| self.start_charge(req)).collect();
+        self.refresh();
+        results
+    }
+}
+
+impl ChargerActor {
+    /// Admits one session (or refuses it) and counts the outcome.
+    fn start_charge(&mut self, req: &ValidRequest) -> Result<ChargeGranted> {
         let now = self.now();
-        let outcome = self.charger.admit(&msg.0, now);
-        let result = match outcome {
+        match self.charger.admit(req, now) {
             Ok(a) => {
                 self.metrics.started.inc();
                 log::debug!(
                     "{}: admitted {:?} at {:.1} kW, about {:.1}s",
                     self.id,
-                    msg.0,
+                    req,
                     a.power_w / 1000.0,
                     a.ends_in_s
                 );
@@ -100,9 +118,9 @@ impl Handler<StartCharge> for ChargerActor {
                     session_id: format!("{}-{}", self.id, a.seq),
                     substation: self.id.clone(),
                     power_kw: a.power_w / 1000.0,
-                    requested_power_kw: msg.0.power_kw,
-                    min_power_kw: msg.0.min_power_kw,
-                    energy_kwh: msg.0.energy_kwh,
+                    requested_power_kw: req.power_kw,
+                    min_power_kw: req.min_power_kw,
+                    energy_kwh: req.energy_kwh,
                     ends_in_s: a.ends_in_s,
                     seq: Some(a.seq),
                 })
@@ -115,15 +133,13 @@ impl Handler<StartCharge> for ChargerActor {
                 Err(Error::unavailable(format!(
                     "{}: a minimum of {} kW does not fit ({:.0} of {:.0} kW committed to the minimums of {} sessions)",
                     self.id,
-                    msg.0.min_power_kw,
+                    req.min_power_kw,
                     self.charger.committed_w() / 1000.0,
                     self.charger.capacity_w() / 1000.0,
                     self.charger.active()
                 )))
             }
-        };
-        self.refresh();
-        result
+        }
     }
 }
 

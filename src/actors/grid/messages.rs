@@ -18,6 +18,14 @@ use crate::grid::{ChargeGranted, LoadSample, SubstationView, ValidRequest};
 #[rtype(result = "Result<ChargeGranted>")]
 pub struct StartCharge(pub ValidRequest);
 
+/// Admit several sessions, in order, as `StartCharge` would one by one. Sent
+/// by the substation's `POST /charge/batch` handler (a batch from the
+/// balancer) to `ChargerActor`, so a batch crosses to the actor's thread
+/// once; answered with one result per request.
+#[derive(Message, Debug, Clone)]
+#[rtype(result = "Vec<Result<ChargeGranted>>")]
+pub struct StartCharges(pub Vec<ValidRequest>);
+
 /// Change the substation's limit (the grid operator's signal), watts. Sent
 /// by the substation's `PUT /limit` handler to `ChargerActor`; sessions are
 /// curtailed, or the newest paused, at once. Answers the limit before.

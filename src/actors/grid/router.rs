@@ -30,7 +30,8 @@ use super::messages::{
 use super::metrics::BalancerMetrics;
 use crate::error::{Error, Result};
 use crate::grid::{ChargeGranted, Router, RouterConfig, Ticket};
-use crate::net::grid::{charge_uri, post_charge_body, Forwarded};
+use crate::net::batch::{BatchConfig, Batcher};
+use crate::net::grid::{charge_uri, join_uri, parse_grant, post_charge_body, Forwarded};
 
 const GAUGE_TICK: Duration = Duration::from_millis(250);
 
@@ -48,6 +49,8 @@ pub struct RouterActor {
     poll_interval: Duration,
     /// This balancer's name in `/status` (its host name).
     instance: String,
+    /// How requests to one substation are coalesced (`net::batch`).
+    batch: BatchConfig,
 }
 
 /// Display name of a base URL until the substation tells us its id.
@@ -77,7 +80,19 @@ impl RouterActor {
             metrics,
             poll_interval,
             instance: String::new(),
+            batch: BatchConfig {
+                max_items: 1,
+                in_flight: 1,
+            },
         }
+    }
+
+    /// Coalesces the requests to each substation that queue behind those in
+    /// flight into batches to its `/charge/batch` (off unless set).
+    pub fn with_batching(mut self, batch: BatchConfig) -> Self {
+        self.batch = batch;
+        self.targets = vec![None; self.urls.len()];
+        self
     }
 
     /// Names this balancer in `/status`.
@@ -246,13 +261,25 @@ impl Handler<Route> for RouterActor {
     }
 }
 
-/// A substation's `/charge` URI and its `lb_decisions_total` series, made
-/// once per substation (and again if its name changes).
+/// A substation's `/charge` URI, its batcher and its `lb_decisions_total`
+/// series, made once per substation (and again if its name changes).
 #[derive(Clone)]
 struct Target {
     uri: Uri,
+    /// Coalesces requests to its `/charge/batch`, unless batching is off.
+    batcher: Option<Batcher>,
     name: String,
     decisions: IntCounter,
+}
+
+impl Target {
+    /// Sends one encoded request, batched or on its own.
+    async fn forward(self, client: awc::Client, body: Bytes) -> Forwarded {
+        match &self.batcher {
+            Some(b) => parse_grant(&self.uri, b.submit(body).await),
+            None => post_charge_body(&client, self.uri, body).await,
+        }
+    }
 }
 
 /// One request being routed: what every attempt needs.
@@ -329,8 +356,17 @@ impl RouterActor {
                 return Ok(t.clone());
             }
         }
+        let batcher = match self.batch.enabled() {
+            true => Some(Batcher::new(
+                self.client.clone(),
+                join_uri(&self.urls[index], "/charge/batch")?,
+                self.batch,
+            )),
+            false => None,
+        };
         let t = Target {
             uri: charge_uri(&self.urls[index])?,
+            batcher,
             name: name.to_string(),
             decisions: self.metrics.decisions.with_label_values(&[name]),
         };
@@ -364,9 +400,7 @@ impl RouterActor {
             self.metrics.retries.inc();
         }
         // A clone shares the same connection pool; no new client per request.
-        let client = self.client.clone();
-        let (uri, body) = (target.uri, a.body.clone());
-        let post = async move { post_charge_body(&client, uri, body).await };
+        let post = target.clone().forward(self.client.clone(), a.body.clone());
         Box::pin(wrap_future::<_, Self>(post).then(move |forwarded, act, _| {
             act.settle(&ticket, settlement(&forwarded));
             let name = &target.name;

@@ -1,5 +1,6 @@
 //! Routes of the `substation` service: `POST /charge` under a limit that
-//! sessions share, `GET /sessions/{id}`, and the operator's `PUT /limit`.
+//! sessions share (and `POST /charge/batch`, the balancer's batches,
+//! `wire::batch`), `GET /sessions/{id}`, and the operator's `PUT /limit`.
 //!
 //! `service::substation` starts the `ChargerActor` these handlers talk to.
 
@@ -8,11 +9,15 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use prometheus::Registry;
 use serde::{Deserialize, Serialize};
 
-use crate::actors::grid::messages::{GetSession, RefreshMetrics, SetLimit, StartCharge};
+use super::{batch_answer, batch_items, MAX_BATCH_BODY_BYTES};
+use crate::actors::grid::messages::{
+    GetSession, RefreshMetrics, SetLimit, StartCharge, StartCharges,
+};
 use crate::actors::grid::ChargerActor;
 use crate::auth::BearerToken;
 use crate::error::{Error, Result};
 use crate::grid::{ChargeRequest, SessionInfo};
+use crate::http::error::json_config;
 use crate::http::{health, metrics_endpoint};
 
 /// Largest limit `PUT /limit` accepts, kW (a large primary substation).
@@ -84,6 +89,31 @@ async fn charge(
     Ok(HttpResponse::Ok().json(granted))
 }
 
+/// `POST /charge/batch`: the valid requests admitted in order in one actor
+/// message, each answered as `POST /charge` would.
+async fn charge_batch(
+    charger: web::Data<Addr<ChargerActor>>,
+    body: web::Json<Vec<ChargeRequest>>,
+) -> Result<HttpResponse> {
+    let checked: Vec<_> = batch_items(body)?.iter().map(|r| r.validate()).collect();
+    let valid = checked
+        .iter()
+        .filter_map(|c| c.as_ref().ok().cloned())
+        .collect();
+    let mut admitted = charger.send(StartCharges(valid)).await?.into_iter();
+    let answers: Vec<_> = checked
+        .into_iter()
+        .map(|c| match c {
+            Ok(_) => admitted
+                .next()
+                .unwrap_or_else(|| Err(crate::error::Error::internal("a batch answer is missing"))),
+            Err(e) => Err(e),
+        })
+        .map(batch_answer)
+        .collect();
+    Ok(HttpResponse::Ok().json(answers))
+}
+
 /// `GET /sessions/{id}`: a live session, or one of the last 1024 ended.
 async fn session(
     charger: web::Data<Addr<ChargerActor>>,
@@ -141,6 +171,11 @@ async fn metrics(
 /// `AdminToken` and `Registry` data.
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route("/charge", web::post().to(charge))
+        .service(
+            web::resource("/charge/batch")
+                .app_data(json_config(MAX_BATCH_BODY_BYTES))
+                .route(web::post().to(charge_batch)),
+        )
         .route("/sessions/{id}", web::get().to(session))
         .route("/limit", web::put().to(limit))
         .route("/health", web::get().to(health))
