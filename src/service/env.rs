@@ -51,24 +51,30 @@ where
 /// `wire::batch::MAX_BATCH_ITEMS`) and `FORWARD_BATCHES_IN_FLIGHT` (batches
 /// outstanding towards one target before requests queue, default 2).
 pub fn batch_config() -> Result<crate::net::batch::BatchConfig> {
+    batch_config_from(var)
+}
+
+fn batch_config_from(
+    lookup: impl Fn(&str) -> Option<String>,
+) -> Result<crate::net::batch::BatchConfig> {
     use crate::net::batch::BatchConfig;
     use crate::wire::batch::MAX_BATCH_ITEMS;
+    let number = |name: &str, default: usize, max: usize| -> Result<usize> {
+        let n = match lookup(name) {
+            None => default,
+            Some(raw) => parse_value(name, &raw)?,
+        };
+        if !(1..=max).contains(&n) {
+            return Err(Error::config(format!(
+                "{name} must be in [1, {max}], got {n}"
+            )));
+        }
+        Ok(n)
+    };
     let d = BatchConfig::DEFAULT;
-    let max_items: usize = parse_or("FORWARD_BATCH_MAX", d.max_items)?;
-    if !(1..=MAX_BATCH_ITEMS).contains(&max_items) {
-        return Err(Error::config(format!(
-            "FORWARD_BATCH_MAX must be in [1, {MAX_BATCH_ITEMS}], got {max_items}"
-        )));
-    }
-    let in_flight: usize = parse_or("FORWARD_BATCHES_IN_FLIGHT", d.in_flight)?;
-    if !(1..=64).contains(&in_flight) {
-        return Err(Error::config(format!(
-            "FORWARD_BATCHES_IN_FLIGHT must be in [1, 64], got {in_flight}"
-        )));
-    }
     Ok(BatchConfig {
-        max_items,
-        in_flight,
+        max_items: number("FORWARD_BATCH_MAX", d.max_items, MAX_BATCH_ITEMS)?,
+        in_flight: number("FORWARD_BATCHES_IN_FLIGHT", d.in_flight, 64)?,
     })
 }
 
@@ -120,6 +126,43 @@ pub fn init_logging() {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn batching_is_read_and_bounded() {
+        use crate::net::batch::BatchConfig;
+        let with = |pairs: &'static [(&'static str, &'static str)]| {
+            batch_config_from(move |name| {
+                pairs
+                    .iter()
+                    .find(|(k, _)| *k == name)
+                    .map(|(_, v)| v.to_string())
+            })
+        };
+        assert_eq!(with(&[]).unwrap(), BatchConfig::DEFAULT);
+        let off = with(&[("FORWARD_BATCH_MAX", "1")]).unwrap();
+        assert!(!off.enabled());
+        let set = with(&[
+            ("FORWARD_BATCH_MAX", "256"),
+            ("FORWARD_BATCHES_IN_FLIGHT", "4"),
+        ]);
+        assert_eq!(
+            set.unwrap(),
+            BatchConfig {
+                max_items: 256,
+                in_flight: 4
+            }
+        );
+        for bad in [
+            &[("FORWARD_BATCH_MAX", "0")][..],
+            &[("FORWARD_BATCH_MAX", "257")],
+            &[("FORWARD_BATCH_MAX", "many")],
+            &[("FORWARD_BATCHES_IN_FLIGHT", "0")],
+            &[("FORWARD_BATCHES_IN_FLIGHT", "65")],
+        ] {
+            let err = with(bad).unwrap_err().to_string();
+            assert!(err.contains(bad[0].0), "{err}");
+        }
+    }
 
     #[test]
     fn parse_errors_name_the_variable() {
