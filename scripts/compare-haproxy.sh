@@ -270,23 +270,30 @@ cpu_ticks() {
     echo "$total"
 }
 
+# Milliseconds from a wrk latency ("812.00us", "1.53ms", "1.02s").
+to_ms() { awk -v v="$1" 'BEGIN { n = v + 0; if (v ~ /us$/) n /= 1000; else if (v ~ /[0-9]s$/ && v !~ /ms$/) n *= 1000; printf "%.2f", n }'; }
+
 # run INDEX SECS: one wrk run; prints "req_per_s requests non2xx
-# socket_errors cpu_us_per_req cpu_us_per_req_of_the_first_pid".
+# socket_errors cpu_us_per_req cpu_us_per_req_of_the_first_pid p50_ms
+# p99_ms".
 run() {
     local i=$1 secs=$2 pids before after first0 first1 out reqs rps non2xx errs
     read -r -a pids <<<"${CPU_PIDS[$i]}"
     before=$(cpu_ticks "${pids[@]}")
     first0=$(cpu_ticks "${pids[0]}")
-    out=$(wrk -t"$THREADS" -c"$CONNS" -d"${secs}s" -s "$WORK/post.lua" "${URLS[$i]}")
+    out=$(wrk --latency -t"$THREADS" -c"$CONNS" -d"${secs}s" -s "$WORK/post.lua" "${URLS[$i]}")
     after=$(cpu_ticks "${pids[@]}")
     first1=$(cpu_ticks "${pids[0]}")
     reqs=$(awk '/requests in/ {print $1}' <<<"$out")
     rps=$(awk '/^Requests\/sec/ {print $2}' <<<"$out")
     non2xx=$(awk '/Non-2xx/ {print $NF}' <<<"$out")
     errs=$(awk '/Socket errors/ {gsub(",", ""); print $4 + $6 + $8 + $10}' <<<"$out")
+    p50=$(to_ms "$(awk '$1 == "50%" {print $2}' <<<"$out")")
+    p99=$(to_ms "$(awk '$1 == "99%" {print $2}' <<<"$out")")
     awk -v r="$rps" -v n="$reqs" -v x="${non2xx:-0}" -v e="${errs:-0}" \
         -v c="$((after - before))" -v f="$((first1 - first0))" -v tck="$TCK" \
-        'BEGIN { us = (n > 0 ? 1e6 / tck / n : 0); printf "%s %d %d %d %.1f %.1f\n", r, n, x, e, c * us, f * us }'
+        -v p50="$p50" -v p99="$p99" \
+        'BEGIN { us = (n > 0 ? 1e6 / tck / n : 0); printf "%s %d %d %d %.1f %.1f %s %s\n", r, n, x, e, c * us, f * us, p50, p99 }'
 }
 
 median() { sort -g | awk '{ v[NR] = $1 } END { if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
@@ -301,7 +308,7 @@ for round in $(seq 1 "$ROUNDS"); do
         i=$(((k + round - 1) % N))
         line=$(run "$i" "$SECS")
         echo "$round ${NAMES[$i]} $line" >>"$WORK/results"
-        echo "round $round ${NAMES[$i]}: $line (req/s requests non-2xx socket-errors cpu-us/req first-pid-us/req)" >&2
+        echo "round $round ${NAMES[$i]}: $line (req/s requests non-2xx socket-errors cpu-us/req first-pid-us/req p50-ms p99-ms)" >&2
     done
 done
 
@@ -317,14 +324,15 @@ echo
 workers=$([ "$WORKERS" = 0 ] && echo "one per core" || echo "$WORKERS")
 echo "$ROUNDS rounds x ${SECS} s, wrk -t$THREADS -c$CONNS, HTTP workers of entry and balancer: $workers, $(nproc) cores, $(date -u +%Y-%m-%d)"
 echo
-echo "| target | req/s (median) | grid / this (median of rounds) | front-end CPU us/request (median) | non-2xx | socket errors |"
-echo "|---|---:|---:|---:|---:|---:|"
+echo "| target | req/s (median) | grid / this (median of rounds) | front-end CPU us/request (median) | latency p50 / p99 ms (median) | non-2xx | socket errors |"
+echo "|---|---:|---:|---:|---:|---:|---:|"
 for i in $(seq 0 $((N - 1))); do
     name=${NAMES[$i]}
     rps=$(field "$name" 3 | median)
     cpu=$(field "$name" 7 | median)
     non2xx=$(field "$name" 5 | awk '{ s += $1 } END { print s + 0 }')
     errs=$(field "$name" 6 | awk '{ s += $1 } END { print s + 0 }')
+    latency="$(field "$name" 9 | median) / $(field "$name" 10 | median)"
     if [ "$name" = grid ]; then
         ratio="-"
     else
@@ -336,7 +344,7 @@ for i in $(seq 0 $((N - 1))); do
     else
         cpu=$(printf '%.1f' "$cpu")
     fi
-    printf '| %s | %.0f | %s | %s | %s | %s |\n' "${LABELS[$i]}" "$rps" "$ratio" "$cpu" "$non2xx" "$errs"
+    printf '| %s | %.0f | %s | %s | %s | %s | %s |\n' "${LABELS[$i]}" "$rps" "$ratio" "$cpu" "$latency" "$non2xx" "$errs"
 done
 echo
 echo "Front-end CPU: charge_request + load_balancer for the grid, load_balancer alone for"
