@@ -157,8 +157,10 @@ fn history(n: usize, origins: usize, rng: &mut SmallRng) -> Vec<Write> {
             origin: node,
             seq,
             vc: clocks[node].clone(),
-            key: "k".to_string(),
-            value: String::new(),
+            ops: vec![causal_grid::causal::Op::Put {
+                key: "k".to_string(),
+                value: String::new(),
+            }],
             ts_ms: 0,
         });
     }
@@ -656,8 +658,10 @@ fn bench_storage(group: usize, groups: usize) -> Result<(), String> {
                         origin: 0,
                         seq,
                         vc: clock.clone(),
-                        key: format!("key{:08}", rng.gen_range(0..1_000_000)),
-                        value: format!("{:016}", seq),
+                        ops: vec![causal_grid::causal::Op::Put {
+                            key: format!("key{:08}", rng.gen_range(0..1_000_000)),
+                            value: format!("{:016}", seq),
+                        }],
                         ts_ms: 0,
                     }
                 })
