@@ -305,6 +305,7 @@ macro_rules! scenarios {
 
 scenarios!(
     buffer_reorders,
+    txn_atomic_behind_delay,
     context_put_times_out,
     crash_between_persist_and_answer,
     dead_origin_relayed,
