@@ -1,8 +1,8 @@
 //! The crate's one error type.
 //!
 //! Variants are grouped by what the caller should do about them, not by where
-//! they came from: fix the request (`InvalidInput`, `TooLarge`), look
-//! elsewhere (`NotFound`), authenticate (`Unauthorized`), come back later
+//! they came from: fix the request (`InvalidInput`, `TooLarge`), use the
+//! key as what it is (`Conflict`), look elsewhere (`NotFound`), authenticate (`Unauthorized`), come back later
 //! (`Unavailable`), or report a bug (`Internal`). The HTTP layer maps each
 //! group to one status code (see `http::error`); the pure cores return these
 //! without knowing about HTTP.
@@ -21,6 +21,10 @@ pub enum Error {
     /// Missing or bad credentials on peer or admin traffic (HTTP 401).
     #[error("{0}")]
     Unauthorized(String),
+    /// The request does not fit the state of what it names: a put on a
+    /// counter key, an increment on a register key (HTTP 409).
+    #[error("{0}")]
+    Conflict(String),
     /// A body, key or value is over its size limit (HTTP 413).
     #[error("{0}")]
     TooLarge(String),

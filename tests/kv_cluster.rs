@@ -326,8 +326,10 @@ async fn unauthenticated_peer_traffic_is_refused() {
         origin: 1,
         seq: 1,
         vc: VClock::from_vec(vec![0, 1, 0]),
-        key: "forged".into(),
-        value: "evil".into(),
+        ops: vec![causal_grid::causal::Op::Put {
+            key: "forged".into(),
+            value: "evil".into(),
+        }],
         ts_ms: 0,
     };
     let batch = ReplicateRequest {

@@ -98,8 +98,8 @@ use std::path::{Path, PathBuf};
 
 use causal_grid::causal::node::NodeView;
 use causal_grid::causal::{
-    Boot, DeliveryBuffer, Effect, Group, Input, Node, NodeConfig, NodeId, Offered, PeerStream,
-    ReplicationLog, Snapshot, Store, StreamConfig, VClock, Versioned, Write,
+    Boot, DeliveryBuffer, Effect, Group, Input, Kind, Node, NodeConfig, NodeId, Offered, Op,
+    PeerStream, ReplicationLog, Snapshot, Store, StreamConfig, VClock, Versioned, Write,
 };
 use causal_grid::Error;
 
@@ -305,6 +305,7 @@ macro_rules! scenarios {
 
 scenarios!(
     buffer_reorders,
+    txn_atomic_behind_delay,
     context_put_times_out,
     crash_between_persist_and_answer,
     dead_origin_relayed,
@@ -332,13 +333,48 @@ fn clock(vc: &VClock) -> String {
 
 fn write(w: &Write) -> String {
     format!(
-        "{}:{} {}={} {}",
+        "{}:{} {} {}",
         w.origin,
         w.seq,
-        w.key,
-        w.value,
+        describe(&w.ops),
         clock(&w.vc)
     )
+}
+
+/// Operations as a script writes them: `k=v` for a put, `n+=3` or `n-=3`
+/// for an increment.
+fn describe(ops: &[Op]) -> String {
+    let each: Vec<String> = ops
+        .iter()
+        .map(|op| match op {
+            Op::Put { key, value } => format!("{key}={value}"),
+            Op::Incr { key, by } if *by < 0 => format!("{key}-={}", by.unsigned_abs()),
+            Op::Incr { key, by } => format!("{key}+={by}"),
+        })
+        .collect();
+    each.join(" ")
+}
+
+/// Parses `k=v`, `n+=3` and `n-=3`.
+fn op_arg(arg: &str) -> Result<Op, String> {
+    let incr = |key: &str, by: &str, sign: i64| -> Result<Op, String> {
+        let by: i64 = by.parse().map_err(|e| format!("{arg}: {e}"))?;
+        Ok(Op::Incr {
+            key: key.into(),
+            by: sign * by,
+        })
+    };
+    if let Some((key, by)) = arg.split_once("+=") {
+        incr(key, by, 1)
+    } else if let Some((key, by)) = arg.split_once("-=") {
+        incr(key, by, -1)
+    } else {
+        let (key, value) = kv_arg(arg)?;
+        Ok(Op::Put {
+            key: key.into(),
+            value: value.into(),
+        })
+    }
 }
 
 fn writes(ws: &[Write]) -> String {
@@ -353,7 +389,10 @@ fn ids(ws: &[Write]) -> String {
 }
 
 fn version(v: &Versioned) -> String {
-    format!("{} {}", v.value, clock(&v.vc))
+    match v.kind() {
+        Kind::Register => format!("{} {}", v.value.text(), clock(&v.vc)),
+        Kind::Counter => format!("{} (counter) {}", v.value.text(), clock(&v.vc)),
+    }
 }
 
 fn entries<'a>(it: impl Iterator<Item = (&'a str, &'a Versioned)>) -> String {
@@ -396,6 +435,7 @@ fn status_code(e: &Error) -> u16 {
         Error::InvalidInput(_) => 400,
         Error::NotFound(_) => 404,
         Error::Unauthorized(_) => 401,
+        Error::Conflict(_) => 409,
         Error::TooLarge(_) => 413,
         Error::Unavailable(_) => 503,
         Error::Config(_) | Error::Internal(_) => 500,
@@ -443,10 +483,17 @@ impl Disk {
                 .snapshot
                 .iter()
                 .flat_map(|s| s.entries.iter().map(|(k, v)| (k.clone(), v.clone())));
-            let written = g.writes.iter().map(|w| (w.key.clone(), Versioned::from(w)));
-            for (key, v) in snapshot.chain(written) {
-                if v.beats(self.kv.get(&key)) {
-                    self.kv.insert(key, v);
+            for (key, v) in snapshot {
+                let mut slot = self.kv.remove(&key);
+                Versioned::join(&mut slot, &v);
+                self.kv.extend(slot.map(|v| (key, v)));
+            }
+            for w in &g.writes {
+                for op in &w.ops {
+                    let key = op.key().to_string();
+                    let mut slot = self.kv.remove(&key);
+                    Versioned::apply_to(&mut slot, w, op);
+                    self.kv.extend(slot.map(|v| (key, v)));
                 }
             }
             for w in &g.writes {
@@ -632,10 +679,11 @@ struct Settings {
     stream: StreamConfig,
 }
 
+/// A client's write in flight: a `put` or a `txn` command.
 struct Put {
     node: NodeId,
-    key: String,
-    value: String,
+    label: &'static str,
+    what: String,
 }
 
 #[derive(Default)]
@@ -726,7 +774,27 @@ impl Sim {
                     ),
                     _ => return Err("usage: put <node> <key>=<value> [ctx=a,b,c]".into()),
                 };
-                self.put(id, key, value, context, out);
+                let op = Op::Put {
+                    key: key.into(),
+                    value: value.into(),
+                };
+                self.put(id, "put", vec![op], context, out);
+                Ok(())
+            }
+            ("txn", [node, rest @ ..]) => {
+                let id = self.node_id(node)?;
+                let mut ops = Vec::new();
+                let mut context = None;
+                for arg in rest {
+                    match arg.strip_prefix("ctx=") {
+                        Some(ctx) => {
+                            context = Some(ctx.parse::<VClock>().map_err(|e| e.to_string())?)
+                        }
+                        None => ops.push(op_arg(arg)?),
+                    }
+                }
+                causal_grid::causal::validate_ops(&ops).map_err(|e| e.to_string())?;
+                self.put(id, "txn", ops, context, out);
                 Ok(())
             }
             ("get", [node, key]) => {
@@ -1026,11 +1094,12 @@ impl Sim {
                         let _ = writeln!(out, "{line} applied={}", clock(r.store.applied()));
                         for (request, index) in replies {
                             let put = self.puts.remove(&request);
-                            let what =
-                                put.map_or(String::new(), |p| format!(" {}={}", p.key, p.value));
+                            let (label, what) = put.map_or(("put", String::new()), |p| {
+                                (p.label, format!(" {}", p.what))
+                            });
                             let _ = writeln!(
                                 out,
-                                "{me}: put#{request}{what} ok vc={} context={}",
+                                "{me}: {label}#{request}{what} ok vc={} context={}",
                                 clock(&ws[index].vc),
                                 clock(r.store.applied())
                             );
@@ -1067,9 +1136,9 @@ impl Sim {
                         Some(p) => {
                             let _ = writeln!(
                                 out,
-                                "{me}: put#{request} {}={} refused {}: {error}",
-                                p.key,
-                                p.value,
+                                "{me}: {}#{request} {} refused {}: {error}",
+                                p.label,
+                                p.what,
                                 status_code(&error)
                             );
                         }
@@ -1114,33 +1183,30 @@ impl Sim {
     fn put(
         &mut self,
         id: NodeId,
-        key: &str,
-        value: &str,
+        label: &'static str,
+        ops: Vec<Op>,
         context: Option<VClock>,
         out: &mut String,
     ) {
         let request = self.request_id();
         let me = name(id);
+        let what = describe(&ops);
         if !self.up(id) {
-            let _ = writeln!(
-                out,
-                "{me}: put#{request} {key}={value} failed: {me} is down"
-            );
+            let _ = writeln!(out, "{me}: {label}#{request} {what} failed: {me} is down");
             return;
         }
         self.puts.insert(
             request,
             Put {
                 node: id,
-                key: key.into(),
-                value: value.into(),
+                label,
+                what: what.clone(),
             },
         );
         let before = self.running(id).map(|r| r.node.view());
-        let input = Input::Put {
+        let input = Input::Write {
             id: request,
-            key: key.into(),
-            value: value.into(),
+            ops,
             context: context.clone(),
             ts_ms: self.now_ms,
         };
@@ -1151,13 +1217,13 @@ impl Sim {
             if after.waiting_puts > before.waiting_puts {
                 let _ = writeln!(
                     out,
-                    "{me}: put#{request} {key}={value} waits for its context {}",
+                    "{me}: {label}#{request} {what} waits for its context {}",
                     clock(context.as_ref().expect("a context"))
                 );
             } else if text.is_empty() && after.uncommitted > before.uncommitted {
                 let _ = writeln!(
                     out,
-                    "{me}: put#{request} {key}={value} stamped into the open group"
+                    "{me}: {label}#{request} {what} stamped into the open group"
                 );
             }
         }

@@ -9,6 +9,12 @@
 //!   then `/put`, then `/get`, in one run, and reports throughput, latency and
 //!   the put/health and get/health ratios, then how long the replicas take to
 //!   converge after the put load stops.
+//! * `kv_bench txn`: 3 `kv_node` processes, node 0 driven with 64
+//!   connections through rounds of three phases: single `/put`s, 4-key
+//!   `/txn`s (2 reads, 2 writes), and `/incr`s on 100 hot counters. Reports
+//!   transactions/s and increments/s against puts/s of the same run, then
+//!   checks that every replica's counter totals equal the sums of the
+//!   acknowledged increments.
 
 use std::process::{Child, Command, ExitCode, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -73,6 +79,28 @@ enum What {
         #[arg(long, default_value_t = 3000)]
         groups: usize,
     },
+    /// Transactions and counter increments against single puts.
+    Txn {
+        #[arg(long, default_value_t = 64)]
+        connections: usize,
+        /// Seconds per phase and round.
+        #[arg(long, default_value_t = 4)]
+        seconds: u64,
+        #[arg(long, default_value_t = 2)]
+        threads: usize,
+        /// Distinct keys written and read.
+        #[arg(long, default_value_t = 100_000)]
+        keys: usize,
+        /// Hot counters the increments hit.
+        #[arg(long, default_value_t = 100)]
+        counters: usize,
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
+        #[arg(long, default_value_t = 25201)]
+        base_port: u16,
+        #[arg(long, default_value = "fsync")]
+        durability: String,
+    },
     /// Memory and disk of nodes holding many keys.
     Memory {
         #[arg(long, default_value_t = 1_000_000)]
@@ -113,6 +141,27 @@ fn main() -> ExitCode {
             &durability,
         )),
         What::Storage { group, groups } => report(bench_storage(group, groups)),
+        What::Txn {
+            connections,
+            seconds,
+            threads,
+            keys,
+            counters,
+            rounds,
+            base_port,
+            durability,
+        } => report(bench_txn(
+            Load {
+                connections,
+                threads,
+                seconds,
+                keys,
+                counters,
+            },
+            rounds,
+            base_port,
+            &durability,
+        )),
         What::Memory {
             keys,
             connections,
@@ -157,8 +206,10 @@ fn history(n: usize, origins: usize, rng: &mut SmallRng) -> Vec<Write> {
             origin: node,
             seq,
             vc: clocks[node].clone(),
-            key: "k".to_string(),
-            value: String::new(),
+            ops: vec![causal_grid::causal::Op::Put {
+                key: "k".to_string(),
+                value: String::new(),
+            }],
             ts_ms: 0,
         });
     }
@@ -292,6 +343,10 @@ enum Op {
     Health,
     Put,
     Get,
+    /// A `/txn` of 2 reads and 2 writes on distinct random keys.
+    Txn,
+    /// An `/incr` of a random hot counter by a random amount.
+    Incr,
 }
 
 struct PhaseResult {
@@ -299,6 +354,18 @@ struct PhaseResult {
     errors: u64,
     secs: f64,
     hist: Histogram<u64>,
+    /// Per hot counter, the sum of the acknowledged increments.
+    acked: Vec<i64>,
+}
+
+/// The shape of a load phase.
+#[derive(Clone, Copy)]
+struct Load {
+    connections: usize,
+    threads: usize,
+    seconds: u64,
+    keys: usize,
+    counters: usize,
 }
 
 fn run_phase(
@@ -309,11 +376,33 @@ fn run_phase(
     seconds: u64,
     keys: usize,
 ) -> PhaseResult {
+    run_load(
+        url,
+        op,
+        Load {
+            connections,
+            threads,
+            seconds,
+            keys,
+            counters: 1,
+        },
+    )
+}
+
+fn run_load(url: &str, op: Op, load: Load) -> PhaseResult {
+    let Load {
+        connections,
+        threads,
+        seconds,
+        keys,
+        counters,
+    } = load;
     let stop = Arc::new(AtomicBool::new(false));
     let merged = Arc::new(Mutex::new((
         Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("histogram bounds"),
         0u64,
         0u64,
+        vec![0i64; counters],
     )));
     let start = Instant::now();
     let mut handles = Vec::new();
@@ -338,8 +427,11 @@ fn run_phase(
                         let mut hist =
                             Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("bounds");
                         let (mut ok, mut err) = (0u64, 0u64);
+                        let mut acked = vec![0i64; counters];
                         while !stop.load(Ordering::Relaxed) {
                             let key = format!("key{:08}", rng.gen_range(0..keys));
+                            let hot = rng.gen_range(0..counters);
+                            let by = rng.gen_range(-2i64..=5);
                             let began = Instant::now();
                             let result = match op {
                                 Op::Health => client.get(format!("{url}/health")).send().await,
@@ -353,6 +445,27 @@ fn run_phase(
                                         .await
                                 }
                                 Op::Get => client.get(format!("{url}/get?key={key}")).send().await,
+                                Op::Txn => {
+                                    let mut four = Vec::with_capacity(4);
+                                    while four.len() < 4 {
+                                        let k = format!("key{:08}", rng.gen_range(0..keys));
+                                        if !four.contains(&k) {
+                                            four.push(k);
+                                        }
+                                    }
+                                    let value: String = (0..16)
+                                        .map(|_| rng.gen_range(b'a'..=b'z') as char)
+                                        .collect();
+                                    let body = serde_json::json!({
+                                        "reads": [four[0], four[1]],
+                                        "writes": {four[2].as_str(): value, four[3].as_str(): value},
+                                    });
+                                    client.post(format!("{url}/txn")).send_json(&body).await
+                                }
+                                Op::Incr => {
+                                    let body = serde_json::json!({"key": format!("hot{hot:03}"), "by": by});
+                                    client.post(format!("{url}/incr")).send_json(&body).await
+                                }
                             };
                             match result {
                                 Ok(mut resp) => {
@@ -361,6 +474,9 @@ fn run_phase(
                                     // A get of a key never written is a valid 404.
                                     if status == 200 || (op == Op::Get && status == 404) {
                                         ok += 1;
+                                        if op == Op::Incr {
+                                            acked[hot] += by;
+                                        }
                                         let _ = hist.record(began.elapsed().as_micros() as u64);
                                     } else {
                                         err += 1;
@@ -369,15 +485,18 @@ fn run_phase(
                                 Err(_) => err += 1,
                             }
                         }
-                        (hist, ok, err)
+                        (hist, ok, err, acked)
                     }));
                 }
                 for task in tasks {
-                    if let Ok((hist, ok, err)) = task.await {
+                    if let Ok((hist, ok, err, acked)) = task.await {
                         let mut m = merged.lock().expect("merge lock");
                         let _ = m.0.add(&hist);
                         m.1 += ok;
                         m.2 += err;
+                        for (total, a) in m.3.iter_mut().zip(acked) {
+                            *total += a;
+                        }
                     }
                 }
             });
@@ -395,7 +514,118 @@ fn run_phase(
         errors: m.2,
         secs,
         hist: m.0.clone(),
+        acked: m.3.clone(),
     }
+}
+
+fn bench_txn(load: Load, rounds: usize, base_port: u16, durability: &str) -> Result<(), String> {
+    let (_nodes, urls) = start_nodes(base_port, durability)?;
+    let sys = actix_rt::System::new();
+    sys.block_on(wait_serving(&urls))?;
+    println!(
+        "3 nodes on loopback ({durability}), load on node 0: {} connections on {} client threads, {rounds} rounds of {} s per phase; puts and 4-key transactions (2 reads, 2 writes) over {} keys, increments over {} hot counters",
+        load.connections, load.threads, load.seconds, load.keys, load.counters
+    );
+    let phases = [("put", Op::Put), ("txn", Op::Txn), ("incr", Op::Incr)];
+    let mut totals: Vec<Option<PhaseResult>> = vec![None, None, None];
+    for _ in 0..rounds {
+        for (i, (_, op)) in phases.iter().enumerate() {
+            let r = run_load(&urls[0], *op, load);
+            match &mut totals[i] {
+                Some(t) => {
+                    t.ops += r.ops;
+                    t.errors += r.errors;
+                    t.secs += r.secs;
+                    let _ = t.hist.add(&r.hist);
+                    for (a, b) in t.acked.iter_mut().zip(&r.acked) {
+                        *a += b;
+                    }
+                }
+                slot => *slot = Some(r),
+            }
+        }
+    }
+    println!(
+        "\n{:>6} {:>10} {:>8} {:>9} {:>9} {:>9} {:>9}",
+        "phase", "ops/s", "errors", "p50 ms", "p99 ms", "max ms", "vs put"
+    );
+    let mut put_rate = 0.0;
+    let mut rates = Vec::new();
+    for ((name, op), total) in phases.iter().zip(&totals) {
+        let Some(r) = total else { continue };
+        let rate = r.ops as f64 / r.secs;
+        if *op == Op::Put {
+            put_rate = rate;
+        }
+        rates.push(rate / put_rate);
+        println!(
+            "{:>6} {:>10.0} {:>8} {:>9.2} {:>9.2} {:>9.2} {:>9.2}",
+            name,
+            rate,
+            r.errors,
+            r.hist.value_at_quantile(0.5) as f64 / 1000.0,
+            r.hist.value_at_quantile(0.99) as f64 / 1000.0,
+            r.hist.max() as f64 / 1000.0,
+            rate / put_rate
+        );
+    }
+    if let [_, txn, incr] = rates.as_slice() {
+        println!(
+            "targets: transactions >= 0.5x puts: {} ({txn:.2}); increments >= 0.8x puts: {} ({incr:.2})",
+            if *txn >= 0.5 { "met" } else { "MISSED" },
+            if *incr >= 0.8 { "met" } else { "MISSED" },
+        );
+    }
+    let (took, _, _) = sys.block_on(wait_converged(&urls))?;
+    println!(
+        "replicas converged {:.0} ms after the load stopped",
+        took.as_secs_f64() * 1000.0
+    );
+    let Some(incr) = &totals[2] else {
+        return Ok(());
+    };
+    if incr.errors > 0 {
+        println!(
+            "counter check skipped: {} increments failed, and a failed request may still have been applied",
+            incr.errors
+        );
+        return Ok(());
+    }
+    let wrong = sys.block_on(check_counters(&urls, &incr.acked))?;
+    if wrong.is_empty() {
+        println!(
+            "every replica's {} counter totals equal the sums of the acknowledged increments",
+            incr.acked.len()
+        );
+        Ok(())
+    } else {
+        Err(format!("counter totals differ: {}", wrong.join("; ")))
+    }
+}
+
+/// Reads every hot counter at every node; returns the ones whose total is
+/// not the expected sum.
+async fn check_counters(urls: &[String], expected: &[i64]) -> Result<Vec<String>, String> {
+    let client = KvClient::new(Duration::from_secs(30));
+    let mut wrong = Vec::new();
+    for (n, url) in urls.iter().enumerate() {
+        for (k, want) in expected.iter().enumerate() {
+            let key = format!("hot{k:03}");
+            let a = client
+                .get(url, &key, None)
+                .await
+                .map_err(|e| e.to_string())?;
+            let got = match a.status {
+                200 => a.body["value"].as_str().unwrap_or("?").to_string(),
+                404 => "0".to_string(),
+                other => format!("status {other}"),
+            };
+            if got != want.to_string() {
+                wrong.push(format!("node {n} {key}: {got}, expected {want}"));
+            }
+        }
+    }
+    Ok(wrong)
 }
 
 fn bench_cluster(
@@ -656,8 +886,10 @@ fn bench_storage(group: usize, groups: usize) -> Result<(), String> {
                         origin: 0,
                         seq,
                         vc: clock.clone(),
-                        key: format!("key{:08}", rng.gen_range(0..1_000_000)),
-                        value: format!("{:016}", seq),
+                        ops: vec![causal_grid::causal::Op::Put {
+                            key: format!("key{:08}", rng.gen_range(0..1_000_000)),
+                            value: format!("{:016}", seq),
+                        }],
                         ts_ms: 0,
                     }
                 })

@@ -26,7 +26,7 @@ use std::collections::VecDeque;
 use serde::{Deserialize, Serialize};
 
 use super::vclock::VClock;
-use super::write::{NodeId, Write};
+use super::write::{NodeId, Op, Write};
 use crate::error::{Error, Result};
 
 /// What happened to an offered write.
@@ -188,8 +188,8 @@ impl DeliveryBuffer {
                 origin: j,
                 count: queue.iter().filter(|s| s.is_some()).count(),
                 first_seq: first.seq,
-                key: first.key.clone(),
-                value: first.value.chars().take(32).collect(),
+                key: first.ops.first().map_or("", Op::key).to_string(),
+                value: summary(&first.ops),
                 blocked_on: WriteId { origin, seq },
                 waited_ms: now_ms.saturating_sub(*arrived),
             });
@@ -258,6 +258,21 @@ impl DeliveryBuffer {
                 return;
             }
         }
+    }
+}
+
+/// A short text of a write's operations for `/status`: a put's value (its
+/// first 32 characters), an increment as `+3` or `-3`, and how many other
+/// operations the write holds.
+fn summary(ops: &[Op]) -> String {
+    let first = match ops.first() {
+        Some(Op::Put { value, .. }) => value.chars().take(32).collect(),
+        Some(Op::Incr { by, .. }) => format!("{by:+}"),
+        None => String::new(),
+    };
+    match ops.len() {
+        0 | 1 => first,
+        more => format!("{first} (and {} more operations)", more - 1),
     }
 }
 
@@ -396,7 +411,17 @@ pub(crate) mod tests {
     /// A random causal history: each step, a random node writes after
     /// having received a random prefix of the others' writes.
     pub(crate) fn history(n: usize, steps: usize, seed: u64) -> Vec<Write> {
-        use rand::{rngs::SmallRng, Rng, SeedableRng};
+        random_history(n, steps, seed, false)
+    }
+
+    /// A random causal history of transactions: each write holds one to
+    /// three puts and increments on distinct keys.
+    pub(crate) fn mixed_history(n: usize, steps: usize, seed: u64) -> Vec<Write> {
+        random_history(n, steps, seed, true)
+    }
+
+    fn random_history(n: usize, steps: usize, seed: u64, mixed: bool) -> Vec<Write> {
+        use rand::{rngs::SmallRng, seq::SliceRandom, Rng, SeedableRng};
         let mut rng = SmallRng::seed_from_u64(seed);
         let mut clocks: Vec<VClock> = (0..n).map(|_| VClock::zero(n)).collect();
         let mut all: Vec<Write> = Vec::new();
@@ -411,12 +436,35 @@ pub(crate) mod tests {
                 }
             }
             let seq = clocks[node].increment(node);
+            let ops = if mixed {
+                // One to three operations on distinct keys: puts on k0..k3,
+                // increments on c0..c2.
+                let mut keys: Vec<usize> = (0..7).collect();
+                keys.shuffle(&mut rng);
+                keys.truncate(rng.gen_range(1..=3));
+                keys.into_iter()
+                    .map(|k| match k {
+                        0..=3 => Op::Put {
+                            key: format!("k{k}"),
+                            value: format!("v{i}"),
+                        },
+                        _ => Op::Incr {
+                            key: format!("c{}", k - 4),
+                            by: rng.gen_range(-5..=9),
+                        },
+                    })
+                    .collect()
+            } else {
+                vec![Op::Put {
+                    key: format!("k{}", rng.gen_range(0..4)),
+                    value: format!("v{i}"),
+                }]
+            };
             all.push(Write {
                 origin: node,
                 seq,
                 vc: clocks[node].clone(),
-                key: format!("k{}", rng.gen_range(0..4)),
-                value: format!("v{i}"),
+                ops,
                 ts_ms: 0,
             });
         }

@@ -1,10 +1,12 @@
 //! Pure core of the causal KV store: no actix, no I/O, no wall clock.
 //!
 //! * [`vclock`]: vector clocks and their partial order.
-//! * [`write`]: the replicated unit and its arbitration rank.
+//! * [`write`]: the replicated unit (one or more puts and increments,
+//!   applied together) and its arbitration rank.
 //! * [`buffer`]: the causal delivery buffer (per-origin queues, O(1)
 //!   amortized draining).
-//! * [`store`]: versioned values and the convergence rule.
+//! * [`store`]: versioned registers and PN-counters, and the convergence
+//!   rules.
 //! * [`log`]: delivered writes kept until causally stable, for resending
 //!   and for catching up a peer on any origin.
 //! * [`node`]: the node's protocol as one state machine (stamping, group
@@ -32,7 +34,7 @@ pub mod write;
 pub use buffer::{DeliveryBuffer, Offered, Waiting, WriteId};
 pub use log::ReplicationLog;
 pub use node::{Boot, Effect, Group, Input, Node, NodeConfig, RequestId, Snapshot};
-pub use store::{Store, Versioned};
+pub use store::{Kind, PnCounter, Store, Value, Versioned};
 pub use stream::{FaultKind, PeerStream, Plan, StreamConfig};
 pub use vclock::VClock;
-pub use write::{NodeId, Write};
+pub use write::{validate_ops, NodeId, Op, Write};

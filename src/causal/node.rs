@@ -14,7 +14,9 @@
 //! learns back which writes are durable ([`Effect::Durable`]).
 //!
 //! ## One delivery order
-//! Local writes are stamped here (own clock entry incremented, the write
+//! Local writes (a put, an increment, or all the puts and increments of a
+//! transaction: one write either way, with one sequence number) are stamped
+//! here (own clock entry incremented, the write
 //! carries the whole delivered clock) and replicated writes arrive here in
 //! a causal order. Both are appended to the open *group*, so the group's
 //! order is the node's single delivery order and is causal.
@@ -52,8 +54,18 @@
 //! it, nobody can ask for it again, and it is trimmed from the replication
 //! log (in memory at once, on disk with the next group).
 //!
+//! ## Transactions
+//! A transaction's operations travel as one [`Write`] through everything
+//! below: one stamp, one place in the group, one log entry, one replicated
+//! unit that the delivery buffer holds back or delivers whole, one
+//! application to the store. No replica can therefore show part of it. The
+//! node does not read: the driver reads the transaction's keys (and checks
+//! their kinds) from the store first, then hands the write in with the
+//! store's clock as its context, so the write is stamped after everything
+//! the reads saw.
+//!
 //! ## Refusals (503)
-//! A put is refused while the node rebuilds, when the replication log is full
+//! A write is refused while the node rebuilds, when the replication log is full
 //! (`max_log` writes not yet delivered everywhere: a peer is down or slow),
 //! when too many requests already wait for their causal context, and when its
 //! context is not delivered within `wait_timeout_ms`.
@@ -71,7 +83,7 @@ use super::session::Waiters;
 use super::store::Versioned;
 use super::stream::Plan;
 use super::vclock::VClock;
-use super::write::{NodeId, Write};
+use super::write::{NodeId, Op, Write};
 use crate::error::{Error, Result};
 
 /// The default token of a request (a client put or a flush): whatever the
@@ -177,13 +189,15 @@ pub struct Group {
 /// What the driver feeds the node.
 #[derive(Debug, Clone)]
 pub enum Input<R = RequestId> {
-    /// A client's `/put`. Stamped once `context` (if any) is delivered.
-    /// `ts_ms` is the wall clock, carried in the write only to measure
-    /// replication delay.
-    Put {
+    /// A client's write: a `/put` (one put), an `/incr` (one increment) or
+    /// the writes and increments of a `/txn`, stamped as one write once
+    /// `context` (if any) is delivered. The driver has validated `ops` (see
+    /// [`validate_ops`](super::write::validate_ops)) and checked their keys'
+    /// kinds. `ts_ms` is the wall clock, carried in the write only to
+    /// measure replication delay.
+    Write {
         id: R,
-        key: String,
-        value: String,
+        ops: Vec<Op>,
         context: Option<VClock>,
         ts_ms: u64,
     },
@@ -227,7 +241,7 @@ pub enum Effect<R = RequestId> {
     Durable { delivered: VClock },
     /// New durable writes exist: wake the replicators.
     Wake { delivered: VClock },
-    /// A put is refused (503 or 400); nothing was stamped.
+    /// A write is refused (503 or 400); nothing was stamped.
     Refused { id: R, error: Error },
     /// A flush is done.
     Flushed { id: R },
@@ -239,12 +253,11 @@ pub enum Effect<R = RequestId> {
     Halt { reason: String },
 }
 
-/// A put waiting for its causal context.
+/// A write waiting for its causal context.
 #[derive(Debug, Clone)]
 struct Parked<R> {
     id: R,
-    key: String,
-    value: String,
+    ops: Vec<Op>,
     ts_ms: u64,
     deadline_ms: u64,
 }
@@ -412,13 +425,12 @@ impl<R> Node<R> {
     pub fn step(&mut self, input: Input<R>) -> Vec<Effect<R>> {
         if self.halted.is_none() {
             match input {
-                Input::Put {
+                Input::Write {
                     id,
-                    key,
-                    value,
+                    ops,
                     context,
                     ts_ms,
-                } => self.put(id, key, value, context, ts_ms),
+                } => self.put(id, ops, context, ts_ms),
                 Input::Deliver { writes } => self.deliver(writes),
                 Input::PeerAcked {
                     peer,
@@ -433,7 +445,7 @@ impl<R> Node<R> {
                 }
                 Input::Tick { now_ms } => self.tick(now_ms),
             }
-        } else if let Input::Put { id, .. } = input {
+        } else if let Input::Write { id, .. } = input {
             self.effects.push(Effect::Refused {
                 id,
                 error: Error::unavailable("node is stopping"),
@@ -531,7 +543,7 @@ impl<R> Node<R> {
             let start = writes.len();
             self.log.read(origin, after, upto, room, &mut writes);
             for (i, w) in writes[start..].iter().enumerate() {
-                bytes += w.key.len() + w.value.len() + 64;
+                bytes += w.size() + 64;
                 if bytes >= MAX_BATCH_BYTES {
                     writes.truncate(start + i + 1);
                     break;
@@ -550,7 +562,7 @@ impl<R> Node<R> {
         self.effects.push(Effect::Halt { reason });
     }
 
-    fn put(&mut self, id: R, key: String, value: String, context: Option<VClock>, ts_ms: u64) {
+    fn put(&mut self, id: R, ops: Vec<Op>, context: Option<VClock>, ts_ms: u64) {
         if let Some(reason) = self.not_ready() {
             self.refuse(id, Error::unavailable(reason));
             return;
@@ -568,8 +580,7 @@ impl<R> Node<R> {
             Some(ctx) if !ctx.le(&self.delivered) => {
                 let parked = Parked {
                     id,
-                    key,
-                    value,
+                    ops,
                     ts_ms,
                     deadline_ms: self.now_ms + self.config.wait_timeout_ms,
                 };
@@ -577,7 +588,7 @@ impl<R> Node<R> {
             }
             // Stamped now, with the clock as it is, so the write covers the
             // client's context (writes-follow-reads).
-            _ => self.stamp(id, key, value, ts_ms),
+            _ => self.stamp(id, ops, ts_ms),
         }
     }
 
@@ -585,7 +596,7 @@ impl<R> Node<R> {
         self.effects.push(Effect::Refused { id, error });
     }
 
-    fn stamp(&mut self, id: R, key: String, value: String, ts_ms: u64) {
+    fn stamp(&mut self, id: R, ops: Vec<Op>, ts_ms: u64) {
         let held = self.log.len() + self.uncommitted();
         if held >= self.config.max_log {
             self.refuse(
@@ -603,8 +614,7 @@ impl<R> Node<R> {
             origin: me,
             seq,
             vc: self.delivered.clone(),
-            key,
-            value,
+            ops,
             ts_ms,
         });
         self.counters.writes += 1;
@@ -621,7 +631,7 @@ impl<R> Node<R> {
             }
             for p in ready {
                 self.counters.context_waits_ok += 1;
-                self.stamp(p.id, p.key, p.value, p.ts_ms);
+                self.stamp(p.id, p.ops, p.ts_ms);
             }
         }
         self.commit();
@@ -863,10 +873,12 @@ mod tests {
     }
 
     fn put(id: RequestId, key: &str, context: Option<VClock>) -> Input {
-        Input::Put {
+        Input::Write {
             id,
-            key: key.into(),
-            value: format!("v{id}"),
+            ops: vec![Op::Put {
+                key: key.into(),
+                value: format!("v{id}"),
+            }],
             context,
             ts_ms: 0,
         }
@@ -906,6 +918,44 @@ mod tests {
         let next = persist_of(&done);
         assert_eq!(next.writes[0].seq, 2);
         assert_eq!(node.durable(), &vc(&[1, 0]));
+    }
+
+    #[test]
+    fn a_transaction_is_one_write_with_one_sequence_number_and_one_answer() {
+        let mut node = ready_node(1, 2);
+        let ops = vec![
+            Op::Put {
+                key: "a".into(),
+                value: "1".into(),
+            },
+            Op::Incr {
+                key: "n".into(),
+                by: -2,
+            },
+        ];
+        let group = persist_of(&node.step(Input::Write {
+            id: 7,
+            ops: ops.clone(),
+            context: None,
+            ts_ms: 0,
+        }));
+        assert_eq!(group.writes.len(), 1);
+        assert_eq!((group.writes[0].seq, &group.writes[0].ops), (1, &ops));
+        let done = node.step(Input::Persisted(group));
+        match &done[0] {
+            Effect::Apply {
+                writes, replies, ..
+            } => {
+                assert_eq!((writes.len(), replies.as_slice()), (1, &[(7, 0)][..]))
+            }
+            other => panic!("{other:?}"),
+        }
+        let (batch, _) = node.read_batch(&Plan {
+            ranges: vec![(1, 0, 1)],
+            max: 10,
+            drop: false,
+        });
+        assert_eq!(batch[0].ops, ops, "replicated as one unit");
     }
 
     #[test]
@@ -1103,7 +1153,7 @@ mod tests {
         node.step(acked(1, &[1, 1, 4], &[1, 1, 4]));
         let snapshot = Snapshot {
             delivered: vc(&[1, 1, 1]),
-            entries: vec![("a".into(), Versioned::from(&w(2, &[1, 1, 1], "a", "a0")))],
+            entries: vec![("a".into(), Versioned::register("a0", vc(&[1, 1, 1]), 2))],
         };
         // An unasked snapshot is ignored.
         let other = Input::Snapshot {
@@ -1193,11 +1243,7 @@ mod tests {
     }
 
     fn version(origin: usize, vc: &[u64]) -> Versioned {
-        Versioned {
-            value: "v".into(),
-            vc: VClock::from_vec(vc.to_vec()),
-            origin,
-        }
+        Versioned::register("v", VClock::from_vec(vc.to_vec()), origin)
     }
 
     #[test]

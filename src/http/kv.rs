@@ -2,7 +2,9 @@
 //!
 //! | audience | route | handler's one message |
 //! |---|---|---|
-//! | client | `POST /put` | `Put` → `ClockActor` |
+//! | client | `POST /put` | `KvNode::transact`: `Read` (kind check) → `StoreActor`, `Put` → `ClockActor` |
+//! | client | `POST /incr` | `KvNode::transact`, one increment |
+//! | client | `POST /txn` | `KvNode::transact`: reads and check in one `Read`, then one `Put` of all the operations |
 //! | client | `GET /get?key=` | `Get` → `StoreActor` |
 //! | client | `GET /status[?store=false]` | status gathered by `KvNode::status` |
 //! | ops | `GET /health` (liveness), `GET /ready` (readiness), `GET /metrics` | `/ready`: `GetClockView` → `ClockActor` |
@@ -10,24 +12,25 @@
 //! | peer (signed) | `GET /peer/snapshot` | snapshot of `StoreActor` (for a node that lost its data) |
 //! | admin (signed) | `POST /admin/fault` | `SetFault` → a `ReplicatorActor` |
 //!
-//! Client requests may carry a `Causal-Context` header; answers to `/put` and
-//! `/get` always carry one. The bodies are the types of `wire::kv`;
+//! Client requests may carry a `Causal-Context` header; answers to `/put`,
+//! `/incr`, `/txn` and `/get` always carry one. The bodies are the types of `wire::kv`;
 //! `service::kv` starts the node's actors and serves these routes.
 
 use actix_web::http::header::{HeaderName, HeaderValue};
 use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
 
-use crate::actors::kv::messages::{Get, Put, Replicate};
+use crate::actors::kv::messages::{Get, Replicate};
 use crate::actors::kv::KvNode;
 use crate::causal::session::parse_context;
-use crate::causal::VClock;
+use crate::causal::{Op, VClock};
 use crate::error::{Error, Result};
 use crate::http::auth::PeerAuth;
 use crate::http::error::{json_config, method_not_allowed, not_found, query_config, read_body};
 use crate::http::{health, metrics_endpoint};
 use crate::wire::kv::{
-    FaultRequest, GetQuery, GetResponse, Limits, PutRequest, PutResponse, ReplicateAck,
-    ReplicateRequest, StatusQuery, CAUSAL_CONTEXT,
+    FaultRequest, GetQuery, GetResponse, IncrRequest, IncrResponse, Limits, PutRequest,
+    PutResponse, ReadValue, ReplicateAck, ReplicateRequest, StatusQuery, TxnRequest, TxnResponse,
+    CAUSAL_CONTEXT,
 };
 
 /// Largest peer request body: a full batch of escaped writes.
@@ -41,6 +44,17 @@ pub fn configure(cfg: &mut web::ServiceConfig, limits: Limits) {
         .service(
             web::resource("/put")
                 .route(web::post().to(put))
+                .default_service(web::to(method_not_allowed)),
+        )
+        .service(
+            web::resource("/incr")
+                .route(web::post().to(incr))
+                .default_service(web::to(method_not_allowed)),
+        )
+        .service(
+            web::resource("/txn")
+                .app_data(json_config(limits.txn_body_limit()))
+                .route(web::post().to(txn))
                 .default_service(web::to(method_not_allowed)),
         )
         .service(
@@ -116,16 +130,65 @@ async fn put(
     let context = request_context(&req, node.cluster_size)?;
     limits.check_put(&body)?;
     let PutRequest { key, value } = body.into_inner();
-    let put = Put {
+    let op = Op::Put {
         key: key.clone(),
         value: value.clone(),
-        context,
     };
-    let done = node.clock.send(put).await??;
+    let done = node.transact(Vec::new(), vec![op], context).await?;
     let resp = HttpResponse::Ok().json(PutResponse {
         key,
         value,
-        vc: done.vc,
+        vc: done.written.unwrap_or_else(|| done.context.clone()),
+        node: node.id,
+    });
+    Ok(with_context(resp, &done.context))
+}
+
+async fn incr(
+    req: HttpRequest,
+    body: web::Json<IncrRequest>,
+    node: web::Data<KvNode>,
+    limits: web::Data<Limits>,
+) -> Result<HttpResponse> {
+    let context = request_context(&req, node.cluster_size)?;
+    limits.check_key(&body.key)?;
+    let IncrRequest { key, by } = body.into_inner();
+    let op = Op::Incr {
+        key: key.clone(),
+        by,
+    };
+    let done = node.transact(Vec::new(), vec![op], context).await?;
+    let resp = HttpResponse::Ok().json(IncrResponse {
+        key,
+        by,
+        vc: done.written.unwrap_or_else(|| done.context.clone()),
+        node: node.id,
+    });
+    Ok(with_context(resp, &done.context))
+}
+
+async fn txn(
+    req: HttpRequest,
+    body: web::Json<TxnRequest>,
+    node: web::Data<KvNode>,
+    limits: web::Data<Limits>,
+) -> Result<HttpResponse> {
+    let context = request_context(&req, node.cluster_size)?;
+    let checked = limits.check_txn(body.into_inner())?;
+    let reads = checked.reads.clone();
+    let done = node.transact(checked.reads, checked.ops, context).await?;
+    node.metrics.transactions.inc();
+    let values = reads
+        .into_iter()
+        .zip(
+            done.versions
+                .iter()
+                .map(|v| v.as_ref().map(ReadValue::from)),
+        )
+        .collect();
+    let resp = HttpResponse::Ok().json(TxnResponse {
+        values,
+        vc: done.written.unwrap_or_else(|| done.context.clone()),
         node: node.id,
     });
     Ok(with_context(resp, &done.context))
@@ -148,11 +211,15 @@ async fn get(
         })
         .await??;
     let resp = match done.version {
-        Some(v) => HttpResponse::Ok().json(GetResponse {
-            key,
-            value: v.value.into(),
-            vc: v.vc,
-        }),
+        Some(v) => {
+            let ReadValue { value, vc, kind } = ReadValue::from(&v);
+            HttpResponse::Ok().json(GetResponse {
+                key,
+                value,
+                vc,
+                kind,
+            })
+        }
         None => Error::NotFound(format!("key {key:?} not found")).error_response(),
     };
     Ok(with_context(resp, &done.context))

@@ -12,7 +12,7 @@ use serde::Serialize;
 use crate::auth::{self, Signer};
 use crate::causal::VClock;
 use crate::error::{Error, Result};
-use crate::wire::kv::{PutRequest, StatusResponse, CAUSAL_CONTEXT};
+use crate::wire::kv::{IncrRequest, PutRequest, StatusResponse, TxnRequest, CAUSAL_CONTEXT};
 use crate::wire::ErrorBody;
 
 /// Idle pooled connections are dropped after this, before the server's 5 s
@@ -100,6 +100,7 @@ impl PeerClient {
             400 => Error::InvalidInput(msg),
             401 => Error::Unauthorized(msg),
             404 => Error::NotFound(msg),
+            409 => Error::Conflict(msg),
             413 => Error::TooLarge(msg),
             503 => Error::Unavailable(msg),
             _ => Error::Internal(format!("{url}: {status}: {msg}")),
@@ -179,6 +180,47 @@ impl KvClient {
             value: value.to_string(),
         });
         Self::answer(&url, resp.await).await
+    }
+
+    /// `POST /incr`, optionally with a causal context.
+    pub async fn incr(
+        &self,
+        base: &str,
+        key: &str,
+        by: i64,
+        context: Option<&VClock>,
+    ) -> Result<KvAnswer> {
+        let body = IncrRequest {
+            key: key.to_string(),
+            by,
+        };
+        self.post_json(base, "/incr", &body, context).await
+    }
+
+    /// `POST /txn`, optionally with a causal context.
+    pub async fn txn(
+        &self,
+        base: &str,
+        txn: &TxnRequest,
+        context: Option<&VClock>,
+    ) -> Result<KvAnswer> {
+        self.post_json(base, "/txn", txn, context).await
+    }
+
+    /// `POST` of a JSON body to a client route, with the causal context.
+    pub async fn post_json<T: Serialize>(
+        &self,
+        base: &str,
+        path: &str,
+        body: &T,
+        context: Option<&VClock>,
+    ) -> Result<KvAnswer> {
+        let url = format!("{}{path}", base.trim_end_matches('/'));
+        let mut req = self.client.post(&url);
+        if let Some(ctx) = context {
+            req = req.insert_header((CAUSAL_CONTEXT, ctx.to_string()));
+        }
+        Self::answer(&url, req.send_json(body).await).await
     }
 
     /// `GET /get?key=`, optionally with a causal context.

@@ -11,7 +11,7 @@
 //!
 //! | table | key | value |
 //! |---|---|---|
-//! | `kv` | key | the winning version (JSON `Versioned`) |
+//! | `kv` | key | the key's version (JSON `Versioned`: a register's value, or a counter's per-origin totals) |
 //! | `log` | `(origin, seq)` | a delivered write not yet causally stable (JSON `Write`) |
 //! | `meta` | `"delivered"` | the delivered clock (JSON) |
 //! | `meta` | `"identity"` | node id and cluster size the directory belongs to |
@@ -45,7 +45,6 @@
 
 mod wal;
 
-use std::collections::btree_map::Entry;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -56,9 +55,8 @@ use serde::{Deserialize, Serialize};
 
 use self::wal::Wal;
 
-use crate::causal::store::beats;
 use crate::causal::{
-    Boot, Group, NodeId, ReplicationLog, Snapshot, Store, VClock, Versioned, Write,
+    Boot, Group, NodeId, Op, ReplicationLog, Snapshot, Store, VClock, Versioned, Write,
 };
 use crate::error::{Error, Result};
 
@@ -207,7 +205,9 @@ struct WalRecord {
     rebuilding: Option<bool>,
 }
 
-/// The same record, serialized from borrowed writes.
+/// The same record, serialized from borrowed writes (a write of several
+/// operations, a transaction, is one entry: it is replayed whole or, in a
+/// torn tail, not at all).
 #[derive(Serialize)]
 struct WalRecordRef<'a> {
     writes: &'a [Write],
@@ -535,6 +535,10 @@ impl Storage {
     }
 }
 
+/// What a checkpoint will do to one key: join a version (the snapshot's
+/// and the puts', folded), then add increments in delivery order.
+type Pending<'a> = (Option<Versioned>, Vec<(&'a Write, &'a Op)>);
+
 /// Writes a group of delivered writes (and snapshot versions) into the
 /// database in one durable transaction: their effect on `kv`, the unstable
 /// ones into `log`, the clock they reach as `delivered`, the rebuild mark,
@@ -554,32 +558,41 @@ fn checkpoint(
     {
         let mut kv = txn.open_table(KV).map_err(dberr("open kv"))?;
         let mut log = txn.open_table(LOG).map_err(dberr("open log"))?;
-        // Only the winner per key reaches the table, written in key order so
-        // neighbouring keys share the pages they dirty.
-        let mut winners: BTreeMap<&str, (crate::causal::store::Rank, Versioned)> = BTreeMap::new();
-        let candidates = snapshot
+        // One update per key reaches the table, in key order so
+        // neighbouring keys share the pages they dirty. Versions (a
+        // snapshot's, the puts') fold into one before the table is read:
+        // their join does not depend on order. Increments are deltas: they
+        // are applied to the stored version, in delivery order, each at
+        // most once (a counter knows the last write of each origin it
+        // holds, so a write the table already has is skipped).
+        let mut pending: BTreeMap<&str, Pending> = BTreeMap::new();
+        for (key, version) in snapshot
             .into_iter()
-            .flat_map(|s| s.entries.iter().map(|(k, v)| (k.as_str(), v.clone())))
-            .chain(writes.iter().map(|w| (w.key.as_str(), Versioned::from(w))));
-        for (key, version) in candidates {
-            let rank = version.rank();
-            match winners.entry(key) {
-                Entry::Vacant(slot) => {
-                    slot.insert((rank, version));
-                }
-                Entry::Occupied(mut slot) => {
-                    if beats(rank, Some(slot.get().0)) {
-                        slot.insert((rank, version));
+            .flat_map(|s| s.entries.iter().map(|(k, v)| (k.as_str(), v)))
+        {
+            Versioned::join(&mut pending.entry(key).or_default().0, version);
+        }
+        for w in writes {
+            for op in &w.ops {
+                let slot = pending.entry(op.key()).or_default();
+                match op {
+                    Op::Put { .. } => {
+                        Versioned::apply_to(&mut slot.0, w, op);
                     }
+                    Op::Incr { .. } => slot.1.push((w, op)),
                 }
             }
         }
-        for (key, (rank, version)) in winners {
-            let current = match kv.get(key).map_err(dberr("read kv"))? {
-                Some(v) => Some(decode_version(key, v.value())?.rank()),
+        for (key, (version, incrs)) in pending {
+            let mut current = match kv.get(key).map_err(dberr("read kv"))? {
+                Some(v) => Some(decode_version(key, v.value())?),
                 None => None,
             };
-            if beats(rank, current) {
+            let mut changed = version.is_some_and(|v| Versioned::join(&mut current, &v));
+            for (w, op) in incrs {
+                changed |= Versioned::apply_to(&mut current, w, op);
+            }
+            if let (true, Some(version)) = (changed, current) {
                 let bytes = serde_json::to_vec(&version).map_err(Error::internal)?;
                 kv.insert(key, bytes.as_slice())
                     .map_err(dberr("write kv"))?;
@@ -668,8 +681,8 @@ mod tests {
         let (_, r) = Storage::open(&dir, 0, 2, SyncPolicy::Fsync).unwrap();
         assert!(!r.boot.fresh);
         assert_eq!(r.boot.delivered, VClock::from_vec(vec![2, 1]));
-        assert_eq!(r.store.get("x").unwrap().value.as_ref(), "2");
-        assert_eq!(r.store.get("y").unwrap().value.as_ref(), "3");
+        assert_eq!(r.store.get("x").unwrap().value.text(), "2");
+        assert_eq!(r.store.get("y").unwrap().value.text(), "3");
         assert_eq!(r.store.applied(), &VClock::from_vec(vec![2, 1]));
         // 0:2 and 1:1 remain for resending (the trim of 0:1 was only in
         // memory: it is redone after the restart, which costs a resend).
@@ -720,8 +733,8 @@ mod tests {
                 // The last write of each key wins.
                 let last = (1..=120u64).filter(|i| i % 17 == k).max().unwrap();
                 assert_eq!(
-                    r.store.get(&format!("k{k}")).unwrap().value,
-                    last.to_string().into()
+                    r.store.get(&format!("k{k}")).unwrap().value.text(),
+                    last.to_string()
                 );
             }
             assert!(r.boot.log.len() < 120, "stable writes were trimmed");
@@ -767,8 +780,8 @@ mod tests {
             "1:1 and 1:2 are stable"
         );
         let r = recover(&s.db, 0, 2).unwrap();
-        assert_eq!(r.store.get("x").unwrap().value.as_ref(), "b");
-        assert_eq!(r.store.get("other").unwrap().value.as_ref(), "b2");
+        assert_eq!(r.store.get("x").unwrap().value.text(), "b");
+        assert_eq!(r.store.get("other").unwrap().value.text(), "b2");
         assert_eq!(r.boot.log.len(), 2);
         // The recovered log continues where the table ends.
         let mut log = r.boot.log;
@@ -812,7 +825,7 @@ mod tests {
                 // If redb fell back to an intact commit, what it returns must
                 // be self-consistent: every recovered value is a real write.
                 for (k, v) in r.store.iter() {
-                    assert!(k.starts_with('k') && *v.value == *"v".repeat(100));
+                    assert!(k.starts_with('k') && v.value.text() == "v".repeat(100));
                 }
             }
         }
@@ -840,11 +853,7 @@ mod tests {
             delivered: VClock::from_vec(vec![1, 1, 1]),
             entries: vec![(
                 "a".into(),
-                Versioned {
-                    value: "x".into(),
-                    vc: VClock::from_vec(vec![1, 1, 1]),
-                    origin: 2,
-                },
+                Versioned::register("x", VClock::from_vec(vec![1, 1, 1]), 2),
             )],
         });
         s.commit(&g).unwrap();
@@ -852,7 +861,7 @@ mod tests {
         let (s, r) = Storage::open(&dir, 2, 3, SyncPolicy::Fsync).unwrap();
         assert!(r.boot.rebuilding && !r.boot.fresh);
         assert_eq!(r.boot.delivered, VClock::from_vec(vec![1, 1, 1]));
-        assert_eq!(r.store.get("a").unwrap().value.as_ref(), "x");
+        assert_eq!(r.store.get("a").unwrap().value.text(), "x");
         // The group that ends the rebuild clears it.
         let w = w(2, &[1, 1, 2], "b", "y");
         s.commit(&group(
@@ -885,7 +894,7 @@ mod tests {
         let write = w(0, &[2], "k", "v");
         let snapshot = Snapshot {
             delivered: VClock::from_vec(vec![2]),
-            entries: vec![("k".into(), Versioned::from(&write))],
+            entries: vec![("k".into(), Versioned::register("v", write.vc.clone(), 0))],
         };
         let clock = VClock::from_vec(vec![2]);
         // The merge of a snapshot and the checkpoint of writes both refuse
@@ -893,6 +902,97 @@ mod tests {
         assert!(checkpoint(&s.db, Some(&snapshot), &[], &clock, None, false).is_err());
         assert!(checkpoint(&s.db, None, &[write], &clock, None, false).is_err());
         assert!(recover(&s.db, 0, 1).is_err(), "and so does recovery");
+        drop(s);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn counters_and_transactions_survive_checkpoints_and_replays_without_double_counting() {
+        use crate::causal::write::test_ops;
+        let options = WalOptions {
+            segment_bytes: 2048,
+            preallocate: false,
+        };
+        let dir = tmp();
+        let (s, _) = Storage::open_with(&dir, 0, 2, SyncPolicy::Fsync, options).unwrap();
+        let mut clock = VClock::zero(2);
+        let mut totals = [0i64; 3];
+        for i in 1..=150i64 {
+            let origin = (i % 2) as usize;
+            clock.increment(origin);
+            let by = if i % 3 == 0 { -i } else { i };
+            let c = (i % 3) as usize;
+            totals[c] += by;
+            let ops = vec![
+                Op::Incr {
+                    key: format!("c{c}"),
+                    by,
+                },
+                Op::Put {
+                    key: format!("r{c}"),
+                    value: i.to_string(),
+                },
+            ];
+            let write = test_ops(origin, clock.entries(), ops);
+            s.commit(&group(std::slice::from_ref(&write), &clock, None))
+                .unwrap();
+        }
+        drop(s);
+        // Twice: the first open replays the log's tail over the checkpoint
+        // and checkpoints it; the second starts from that.
+        for _ in 0..2 {
+            let (_, r) = Storage::open_with(&dir, 0, 2, SyncPolicy::Fsync, options).unwrap();
+            for (c, total) in totals.iter().enumerate() {
+                let v = r.store.get(&format!("c{c}")).unwrap();
+                assert_eq!(v.value.text(), total.to_string(), "c{c}");
+                assert!(v.value.is_counter());
+            }
+            assert_eq!(r.store.get("r0").unwrap().value.text(), "150");
+            assert_eq!(r.boot.delivered, clock);
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_checkpoint_adds_increments_to_a_snapshot_counter_once() {
+        use crate::causal::write::test_ops;
+        let dir = tmp();
+        let (s, _) = Storage::open(&dir, 1, 2, SyncPolicy::Fsync).unwrap();
+        let mut store = Store::new(2);
+        let first = test_ops(
+            0,
+            &[1, 0],
+            vec![Op::Incr {
+                key: "n".into(),
+                by: 5,
+            }],
+        );
+        store.apply(&first);
+        let snapshot = Snapshot {
+            delivered: VClock::from_vec(vec![1, 0]),
+            entries: vec![("n".into(), store.get("n").unwrap().clone())],
+        };
+        // The group replays 0:1 (covered by the snapshot) and adds 0:2.
+        let second = test_ops(
+            0,
+            &[2, 0],
+            vec![Op::Incr {
+                key: "n".into(),
+                by: 2,
+            }],
+        );
+        let clock = VClock::from_vec(vec![2, 0]);
+        checkpoint(
+            &s.db,
+            Some(&snapshot),
+            &[first, second],
+            &clock,
+            None,
+            false,
+        )
+        .unwrap();
+        let r = recover(&s.db, 1, 2).unwrap();
+        assert_eq!(r.store.get("n").unwrap().value.text(), "7");
         drop(s);
         let _ = std::fs::remove_dir_all(&dir);
     }

@@ -199,10 +199,9 @@ impl Handler<Put> for ClockActor {
 
     fn handle(&mut self, msg: Put, ctx: &mut Self::Context) -> Self::Result {
         let (tx, rx) = oneshot::channel();
-        let input = Input::Put {
+        let input = Input::Write {
             id: Reply::Put(tx, Instant::now()),
-            key: msg.key,
-            value: msg.value,
+            ops: msg.ops,
             context: msg.context,
             ts_ms: now_ms(),
         };

@@ -3,7 +3,7 @@
 //! The flow of a write:
 //!
 //! ```text
-//!  client ──Put──▶ ClockActor (Node) ──Apply──▶ StoreActor          (local write)
+//!  client ──Read──▶ StoreActor ──(check)──▶ Put──▶ ClockActor (Node) ──Apply──▶ StoreActor   (local write)
 //!  peer ──Replicate──▶ DeliveryBufferActor ──Deliver──▶ ClockActor ──Apply──▶ StoreActor
 //!  ClockActor ──Durable──▶ DeliveryBufferActor; ──Wake──▶ ReplicatorActor (one per peer)
 //!  ReplicatorActor ──ReadBatch──▶ ClockActor; ──PeerProgress──▶ ClockActor
@@ -18,18 +18,19 @@
 use actix::prelude::*;
 use tokio::sync::oneshot;
 
-use crate::causal::{FaultKind, Input, Plan, Snapshot, VClock, Versioned, Waiting, Write};
+use crate::causal::{FaultKind, Input, Op, Plan, Snapshot, VClock, Versioned, Waiting, Write};
 use crate::error::Result;
 use crate::wire::kv::PeerStatus;
 
-/// A client write. Sent by the `/put` handler to `ClockActor`, whose node
-/// waits for `context` (if any) to be delivered, stamps the write and
-/// answers once it is durable and applied.
+/// A client write: the operations of a `/put`, an `/incr` or a `/txn`.
+/// Sent by `KvNode::write` to `ClockActor` once `StoreActor` has checked the
+/// keys' kinds (`Read`), with the store's clock of that check as `context`;
+/// the node waits for `context` (if any) to be delivered, stamps the
+/// operations as one write and answers once it is durable and applied.
 #[derive(Message)]
 #[rtype(result = "Result<PutDone>")]
 pub struct Put {
-    pub key: String,
-    pub value: String,
+    pub ops: Vec<Op>,
     pub context: Option<VClock>,
 }
 
@@ -58,6 +59,28 @@ pub struct Get {
 pub struct GetDone {
     pub version: Option<Versioned>,
     pub context: VClock,
+}
+
+/// A transaction's reads and the check of its writes. Sent by `KvNode` to
+/// `StoreActor`, which waits for `context` (bounded by its timeout), then,
+/// in one handler run (so from one causally consistent state, with no
+/// write applied halfway), reads `keys` and refuses with 409 if an
+/// operation of `ops` is on a key of the other kind.
+#[derive(Message)]
+#[rtype(result = "Result<ReadDone>")]
+pub struct Read {
+    pub keys: Vec<String>,
+    pub ops: Vec<Op>,
+    pub context: Option<VClock>,
+}
+
+/// The answer to `Read`: the versions of `keys`, in order, the applied
+/// clock they were read at, and the operations to write, handed back.
+#[derive(Debug, Clone)]
+pub struct ReadDone {
+    pub versions: Vec<Option<Versioned>>,
+    pub context: VClock,
+    pub ops: Vec<Op>,
 }
 
 /// A durable group to make visible, in causal order: first the snapshot's

@@ -16,6 +16,8 @@ use crate::storage::CommitStats;
 #[derive(Clone)]
 pub struct KvMetrics {
     pub writes: IntCounter,
+    pub transactions: IntCounter,
+    pub increments: IntCounter,
     pub deliveries: IntCounterVec,
     pub duplicates: IntCounter,
     pub buffered: IntGauge,
@@ -131,6 +133,22 @@ impl KvMetrics {
                 registry,
                 IntCounter::new("kv_writes_total", "Client writes accepted by this node")
                     .map_err(e)?,
+            )?,
+            transactions: register(
+                registry,
+                IntCounter::new(
+                    "kv_transactions_total",
+                    "Transactions (POST /txn) answered by this node",
+                )
+                .map_err(e)?,
+            )?,
+            increments: register(
+                registry,
+                IntCounter::new(
+                    "kv_increments_total",
+                    "Counter increments accepted by this node (POST /incr and the incr part of /txn)",
+                )
+                .map_err(e)?,
             )?,
             deliveries: register(
                 registry,

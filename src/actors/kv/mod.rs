@@ -27,10 +27,12 @@ pub use metrics::KvMetrics;
 pub use replicator::ReplicatorActor;
 pub use store::StoreActor;
 
-use self::messages::{GetBufferView, GetClockView, GetPeerView, GetStoreSnapshot, SetFault, Stop};
-use crate::causal::Snapshot;
+use self::messages::{
+    GetBufferView, GetClockView, GetPeerView, GetStoreSnapshot, Put, Read, SetFault, Stop,
+};
+use crate::causal::{Op, Snapshot, VClock, Versioned};
 use crate::error::{Error, Result};
-use crate::wire::kv::{FaultRequest, StatusResponse, StoredValue};
+use crate::wire::kv::{FaultRequest, StatusResponse, StoredValue, ValueKind};
 
 /// `Stop` ends each actor of a node (sent by `KvNode::shutdown`).
 macro_rules! stop_on_request {
@@ -46,6 +48,18 @@ macro_rules! stop_on_request {
 }
 
 stop_on_request!(ClockActor, StoreActor, DeliveryBufferActor, ReplicatorActor);
+
+/// What a transaction (or a single put or increment) did.
+#[derive(Debug, Clone)]
+pub struct TxnDone {
+    /// The versions of the keys read, in the order asked.
+    pub versions: Vec<Option<Versioned>>,
+    /// The clock of the write, if there were operations to write.
+    pub written: Option<VClock>,
+    /// The client's new causal context: the store's clock after the write
+    /// (or at the reads, for a read-only transaction).
+    pub context: VClock,
+}
 
 /// The running actors of one node.
 #[derive(Clone)]
@@ -91,7 +105,8 @@ impl KvNode {
                     (
                         k,
                         StoredValue {
-                            value: v.value.into(),
+                            value: v.value.text().into_owned(),
+                            kind: v.value.is_counter().then_some(ValueKind::Counter),
                             vc: v.vc,
                         },
                     )
@@ -103,6 +118,41 @@ impl KvNode {
             ready: view.not_ready.is_none(),
             not_ready: view.not_ready,
             peers,
+        })
+    }
+
+    /// Reads `keys` from one causally consistent state of the store that
+    /// includes `context`, checks the kinds of the keys `ops` write, then
+    /// writes `ops` as one write stamped after everything read (`/txn`;
+    /// `/put` and `/incr` are transactions of one operation and no read).
+    /// The caller has validated the request (`wire::kv::Limits`).
+    pub async fn transact(
+        &self,
+        keys: Vec<String>,
+        ops: Vec<Op>,
+        context: Option<VClock>,
+    ) -> Result<TxnDone> {
+        let read = self.store.send(Read { keys, ops, context }).await??;
+        if read.ops.is_empty() {
+            return Ok(TxnDone {
+                versions: read.versions,
+                written: None,
+                context: read.context,
+            });
+        }
+        let increments = read.ops.iter().filter(|op| op.is_incr()).count();
+        let done = self
+            .clock
+            .send(Put {
+                ops: read.ops,
+                context: Some(read.context),
+            })
+            .await??;
+        self.metrics.increments.inc_by(increments as u64);
+        Ok(TxnDone {
+            versions: read.versions,
+            written: Some(done.vc),
+            context: done.context,
         })
     }
 

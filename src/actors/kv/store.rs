@@ -1,7 +1,12 @@
 //! `StoreActor`: wraps the versioned `Store` and the causal-context waiters.
 //!
-//! It receives writes only from `ClockActor`, in causal order, so what a read
-//! sees here is always a causally consistent cut. Reads that carry a causal
+//! It receives writes only from `ClockActor`, in causal order, each group
+//! in one `Apply`, so what a read sees here is always a causally consistent
+//! cut, and a transaction (one write) is never seen half applied. A
+//! transaction's reads are served by one `Read`, in one handler run: they
+//! all come from the same cut. The same `Read` checks the kinds of the keys
+//! a client is about to write (a put on a counter, an increment on a
+//! register answer 409) before `KvNode` hands the write to `ClockActor`. Reads that carry a causal
 //! context ahead of the store wait here, bounded by a timeout. Until the
 //! node is ready (recovered and, if it started empty, rebuilt) reads answer
 //! 503: a rebuilding node must not serve its empty store as data.
@@ -11,7 +16,9 @@ use std::time::Duration;
 use actix::prelude::*;
 use tokio::sync::oneshot;
 
-use super::messages::{Apply, Get, GetDone, GetStoreSnapshot, NodeReady, PutDone, StoreSnapshot};
+use super::messages::{
+    Apply, Get, GetDone, GetStoreSnapshot, NodeReady, PutDone, Read, ReadDone, StoreSnapshot,
+};
 use super::metrics::KvMetrics;
 use crate::causal::session::Waiters;
 use crate::causal::{Store, VClock};
@@ -144,6 +151,35 @@ impl Handler<Get> for StoreActor {
             Ok(GetDone {
                 version: act.store.get(&key).cloned(),
                 context: act.store.applied().clone(),
+            })
+        }))
+    }
+}
+
+impl Handler<Read> for StoreActor {
+    type Result = ResponseActFuture<Self, Result<ReadDone>>;
+
+    fn handle(&mut self, msg: Read, _: &mut Self::Context) -> Self::Result {
+        if !self.ready {
+            let refused = Err(Error::unavailable(
+                "node is not ready: it is rebuilding its data from its peers (GET /ready says what it waits for)",
+            ));
+            return Box::pin(actix::fut::ready(refused));
+        }
+        let rx = self.wait_for(msg.context);
+        let timeout = self.wait_timeout;
+        let metrics = self.metrics.clone();
+        let Read { keys, ops, .. } = msg;
+        let wait = async move { await_context(rx?, timeout, &metrics).await };
+        // Everything below runs in one go once the wait is over: no `Apply`
+        // can come between two of the reads.
+        Box::pin(wait.into_actor(self).map(move |res, act, _| {
+            res?;
+            act.store.check_kinds(&ops)?;
+            Ok(ReadDone {
+                versions: keys.iter().map(|k| act.store.get(k).cloned()).collect(),
+                context: act.store.applied().clone(),
+                ops,
             })
         }))
     }

@@ -21,6 +21,10 @@ pub struct KvConfig {
     pub cluster_secret: String,
     pub max_key_bytes: usize,
     pub max_value_bytes: usize,
+    /// Most keys one `/txn` may name (`TXN_MAX_KEYS`).
+    pub txn_max_keys: usize,
+    /// Most bytes of keys and values one `/txn` may carry (`TXN_MAX_BYTES`).
+    pub txn_max_bytes: usize,
     pub causal_wait_timeout_ms: u64,
     pub buffer_capacity: usize,
     pub max_log_entries: usize,
@@ -45,6 +49,8 @@ impl std::fmt::Debug for KvConfig {
             .field("cluster_secret", &"<set>")
             .field("max_key_bytes", &self.max_key_bytes)
             .field("max_value_bytes", &self.max_value_bytes)
+            .field("txn_max_keys", &self.txn_max_keys)
+            .field("txn_max_bytes", &self.txn_max_bytes)
             .field("causal_wait_timeout_ms", &self.causal_wait_timeout_ms)
             .field("buffer_capacity", &self.buffer_capacity)
             .field("max_log_entries", &self.max_log_entries)
@@ -69,6 +75,8 @@ impl KvConfig {
             cluster_secret,
             max_key_bytes: 1024,
             max_value_bytes: 1024 * 1024,
+            txn_max_keys: 64,
+            txn_max_bytes: 1024 * 1024,
             causal_wait_timeout_ms: 5_000,
             buffer_capacity: 100_000,
             max_log_entries: 1_000_000,
@@ -103,6 +111,8 @@ impl KvConfig {
         for (name, value) in [
             ("MAX_KEY_BYTES", self.max_key_bytes),
             ("MAX_VALUE_BYTES", self.max_value_bytes),
+            ("TXN_MAX_KEYS", self.txn_max_keys),
+            ("TXN_MAX_BYTES", self.txn_max_bytes),
             ("BUFFER_CAPACITY", self.buffer_capacity),
             ("MAX_LOG_ENTRIES", self.max_log_entries),
             ("REPLICATION_BATCH", self.replication_batch),
@@ -135,6 +145,8 @@ impl KvConfig {
     /// | `CLUSTER_SECRET_FILE` | a file holding it (a Docker or Kubernetes secret) | |
     /// | `MAX_KEY_BYTES` | longest key | 1024 |
     /// | `MAX_VALUE_BYTES` | longest value (413 past it) | 1048576 |
+    /// | `TXN_MAX_KEYS` | most keys one `/txn` names: reads, writes and increments (413 past it) | 64 |
+    /// | `TXN_MAX_BYTES` | most bytes of keys and values in one `/txn` (413 past it) | 1048576 |
     /// | `CAUSAL_WAIT_TIMEOUT_MS` | how long a request waits for its `Causal-Context` | 5000 |
     /// | `BUFFER_CAPACITY` | replicated writes that may wait for dependencies | 100000 |
     /// | `MAX_LOG_ENTRIES` | writes kept for peers before puts get 503 | 1000000 |
@@ -158,6 +170,8 @@ impl KvConfig {
             data_dir: parse_or("DATA_DIR", d.data_dir.clone())?,
             max_key_bytes: parse_or("MAX_KEY_BYTES", d.max_key_bytes)?,
             max_value_bytes: parse_or("MAX_VALUE_BYTES", d.max_value_bytes)?,
+            txn_max_keys: parse_or("TXN_MAX_KEYS", d.txn_max_keys)?,
+            txn_max_bytes: parse_or("TXN_MAX_BYTES", d.txn_max_bytes)?,
             causal_wait_timeout_ms: parse_or("CAUSAL_WAIT_TIMEOUT_MS", d.causal_wait_timeout_ms)?,
             buffer_capacity: parse_or("BUFFER_CAPACITY", d.buffer_capacity)?,
             max_log_entries: parse_or("MAX_LOG_ENTRIES", d.max_log_entries)?,

@@ -53,6 +53,8 @@ pub fn start_on(
     let limits = Limits {
         max_key_bytes: config.max_key_bytes,
         max_value_bytes: config.max_value_bytes,
+        max_txn_keys: config.txn_max_keys,
+        max_txn_bytes: config.txn_max_bytes,
     };
     let data = web::Data::new(node.clone());
     let registry = web::Data::new(node.registry.clone());
