@@ -110,6 +110,11 @@ enum What {
         /// Client threads.
         #[arg(long, default_value_t = 2)]
         threads: usize,
+        /// Keys per request: 1 loads with `/put`, more with `/txn` writes
+        /// of that many keys (at most 64, the nodes' default
+        /// `TXN_MAX_KEYS`).
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=64))]
+        batch: u16,
         #[arg(long, default_value_t = 25101)]
         base_port: u16,
         #[arg(long, default_value = "fsync")]
@@ -166,12 +171,14 @@ fn main() -> ExitCode {
             keys,
             connections,
             threads,
+            batch,
             base_port,
             durability,
         } => report(bench_memory(
             keys,
             connections,
             threads,
+            usize::from(batch),
             base_port,
             &durability,
         )),
@@ -950,6 +957,7 @@ fn bench_memory(
     keys: usize,
     connections: usize,
     threads: usize,
+    batch: usize,
     base_port: u16,
     durability: &str,
 ) -> Result<(), String> {
@@ -975,17 +983,25 @@ fn bench_memory(
                     let (client, url, next) = (client.clone(), url.clone(), next.clone());
                     tasks.push(actix_rt::spawn(async move {
                         loop {
-                            let i = next.fetch_add(1, Ordering::Relaxed);
+                            let i = next.fetch_add(batch, Ordering::Relaxed);
                             if i >= keys {
                                 return Ok::<(), String>(());
                             }
+                            let (path, body) = if batch == 1 {
+                                ("put", serde_json::json!({"key": format!("key{i:08}"), "value": format!("{i:016}")}))
+                            } else {
+                                let writes: serde_json::Map<String, serde_json::Value> = (i..(i + batch).min(keys))
+                                    .map(|j| (format!("key{j:08}"), format!("{j:016}").into()))
+                                    .collect();
+                                ("txn", serde_json::json!({ "writes": writes }))
+                            };
                             let resp = client
-                                .post(format!("{url}/put"))
-                                .send_json(&serde_json::json!({"key": format!("key{i:08}"), "value": format!("{i:016}")}))
+                                .post(format!("{url}/{path}"))
+                                .send_json(&body)
                                 .await
                                 .map_err(|e| e.to_string())?;
                             if resp.status() != 200 {
-                                return Err(format!("put answered {}", resp.status()));
+                                return Err(format!("{path} answered {}", resp.status()));
                             }
                         }
                     }));
@@ -1033,8 +1049,12 @@ fn bench_memory(
         agreed.ok_or_else(|| "no convergence".to_string())
     })?;
     let t = t.saturating_sub(Duration::from_secs_f64(load_secs));
+    let how = match batch {
+        1 => "one /put per key".to_string(),
+        b => format!("/txn writes of {b} keys"),
+    };
     println!(
-        "{keys} keys of 16-byte values loaded into node 0 in {load_secs:.1} s ({:.0} puts/s), durability {durability}; replicas agreed {:.0} ms after the load ({n} keys each)",
+        "{keys} keys of 16-byte values loaded into node 0 in {load_secs:.1} s ({:.0} puts/s, {how}), durability {durability}; replicas agreed {:.0} ms after the load ({n} keys each)",
         keys as f64 / load_secs,
         t.as_secs_f64() * 1000.0
     );
