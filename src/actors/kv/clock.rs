@@ -27,6 +27,9 @@ use crate::storage::Storage;
 
 /// How often the core is told the time (it times out context waits).
 const TICK: Duration = Duration::from_millis(50);
+/// How often an idle node's storage is asked to checkpoint closed log
+/// segments that no commit has picked up (`Storage::maintain`).
+const MAINTAIN_EVERY: Duration = Duration::from_secs(1);
 
 /// Where the core's effects go (replicators by node id; `None` for us).
 pub struct ClockPeers {
@@ -155,6 +158,21 @@ impl ClockActor {
         self.metrics.export_node(&mut self.exported, counters, log);
     }
 
+    /// Checkpoints closed log segments on a blocking thread, as commits do;
+    /// for the time after the last commit (a bulk load that just ended).
+    fn maintain(&mut self, ctx: &mut Context<Self>) {
+        let Some(storage) = self.storage.clone() else {
+            return;
+        };
+        let job = tokio::task::spawn_blocking(move || storage.maintain());
+        ctx.spawn(job.into_actor(self).map(|joined, act, _| match joined {
+            Ok(Ok(Some(checkpoint))) => act.metrics.commit.observe_checkpoint(&checkpoint),
+            Ok(Ok(None)) => {}
+            Ok(Err(e)) => fail_stop(&format!("storage failure: {e}")),
+            Err(e) => fail_stop(&format!("storage thread failed: {e}")),
+        }));
+    }
+
     /// Writes a group on a blocking thread; the core learns when it is done.
     fn persist(&mut self, storage: Arc<Storage>, group: Group, ctx: &mut Context<Self>) {
         let job = tokio::task::spawn_blocking(move || {
@@ -191,6 +209,7 @@ impl Actor for ClockActor {
             let now_ms = act.epoch.elapsed().as_millis() as u64;
             act.step(Input::Tick { now_ms }, ctx);
         });
+        ctx.run_interval(MAINTAIN_EVERY, |act, ctx| act.maintain(ctx));
     }
 }
 

@@ -11,7 +11,7 @@ use crate::causal::node::Counters;
 use crate::causal::{NodeId, Write};
 use crate::error::{Error, Result};
 use crate::metrics::{register, HttpMetrics};
-use crate::storage::CommitStats;
+use crate::storage::{CheckpointStats, CommitStats};
 
 #[derive(Clone)]
 pub struct KvMetrics {
@@ -118,10 +118,15 @@ impl CommitMetrics {
             self.fsync.observe(f.as_secs_f64());
         }
         if let Some(c) = &stats.checkpoint {
-            self.checkpoint.observe(c.duration.as_secs_f64());
-            self.checkpoint_bytes.observe(c.bytes as f64);
-            self.checkpoint_keys.observe(c.keys as f64);
+            self.observe_checkpoint(c);
         }
+    }
+
+    /// Records a finished background checkpoint.
+    pub fn observe_checkpoint(&self, c: &CheckpointStats) {
+        self.checkpoint.observe(c.duration.as_secs_f64());
+        self.checkpoint_bytes.observe(c.bytes as f64);
+        self.checkpoint_keys.observe(c.keys as f64);
     }
 }
 
