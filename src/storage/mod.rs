@@ -829,18 +829,16 @@ mod tests {
                     .collect();
                 s.commit(&group(&writes, &clock, Some(&clock))).unwrap();
             }
-            // No more commits: maintenance alone takes every closed segment.
+            // No more commits: maintenance alone takes every closed segment
+            // (a preallocated log closes segments while a checkpoint runs,
+            // so without it the last ones would stay; with it disabled this
+            // loop runs into its deadline).
             let deadline = Instant::now() + Duration::from_secs(30);
-            let mut taken = 0;
             while wal_segments(&dir) > 2 || s.checkpointing() {
                 assert!(Instant::now() < deadline, "closed segments left behind");
-                taken += usize::from(s.maintain().unwrap().is_some());
+                s.maintain().unwrap();
                 std::thread::sleep(Duration::from_millis(5));
             }
-            // A preallocated log closes segments while a checkpoint runs,
-            // so the last ones wait for maintenance; a plain one rolls only
-            // between checkpoints.
-            assert!(taken >= 1 || !preallocate, "maintenance reaped nothing");
             drop(s);
             let (_, r) = Storage::open_with(&dir, 0, 1, SyncPolicy::Fsync, options).unwrap();
             assert_eq!(r.boot.delivered, VClock::from_vec(vec![600]));
