@@ -533,7 +533,6 @@ impl Storage {
         let db = self.db.clone();
         let dir = self.dir.clone();
         inner.checkpointer = Some(std::thread::spawn(move || {
-            background_priority();
             let batch = closed_writes(&dir, closed)?;
             let stats = checkpoint(&db, None, &batch, &clock, trim.as_ref(), rebuilding)?;
             Wal::remove_upto(&dir, closed)?;
@@ -573,29 +572,6 @@ fn release_free_memory() {
         // call from any thread at any time.
         unsafe {
             malloc_trim(0);
-        }
-    }
-}
-
-/// Lowers the calling thread's CPU priority to the lowest (nice 19; on
-/// Linux a thread's nice value is its own). A checkpoint decodes a whole
-/// log segment and builds its map of winners: a few hundred milliseconds of
-/// CPU that, on a machine whose cores the node's request path keeps busy,
-/// delayed group commits and puts by tens of milliseconds. At the lowest
-/// priority it runs on what the request path leaves (docs/durability.md).
-/// Elsewhere a no-op.
-pub(crate) fn background_priority() {
-    #[cfg(target_os = "linux")]
-    {
-        extern "C" {
-            fn setpriority(which: i32, who: u32, prio: i32) -> i32;
-        }
-        const PRIO_PROCESS: i32 = 0;
-        // SAFETY: setpriority takes plain integers; with `who` 0 it changes
-        // only the calling thread's nice value, and a failure (reported by
-        // its return value, ignored) leaves the priority as it was.
-        unsafe {
-            setpriority(PRIO_PROCESS, 0, 19);
         }
     }
 }
@@ -788,8 +764,8 @@ mod tests {
                 assert!(stats.fsync.is_some() && stats.writes == 1 && stats.bytes > 0);
                 checkpoints += usize::from(stats.checkpoint.is_some());
             }
-            // A checkpoint runs at the lowest CPU priority and may still be
-            // running: its result comes with the next maintenance.
+            // The last checkpoint may still be running: its result comes
+            // with the next maintenance.
             while s.checkpointing() {
                 std::thread::sleep(Duration::from_millis(5));
             }

@@ -225,10 +225,7 @@ impl Wal {
     fn prepare_next(&mut self) {
         if self.prealloc > 0 && self.next.is_none() {
             let (dir, n, size) = (self.dir.clone(), self.segment + 1, self.prealloc);
-            self.next = Some(std::thread::spawn(move || {
-                super::background_priority();
-                prepare(&dir, n, size)
-            }));
+            self.next = Some(std::thread::spawn(move || prepare(&dir, n, size)));
         }
     }
 
