@@ -281,37 +281,28 @@ fn rss_bytes(pid: u32) -> Option<u64> {
 }
 
 fn dir_bytes(dir: &std::path::Path) -> u64 {
-    std::fs::read_dir(dir)
-        .map(|entries| {
-            entries
-                .flatten()
-                .map(|e| match e.metadata() {
-                    Ok(m) if m.is_dir() => dir_bytes(&e.path()),
-                    Ok(m) => m.len(),
-                    Err(_) => 0,
-                })
-                .sum()
-        })
-        .unwrap_or(0)
+    dir_files(dir).iter().map(|(_, len)| len).sum()
 }
 
 /// Write-ahead log segments in a node's data directory (any depth).
 fn wal_segments(dir: &std::path::Path) -> usize {
-    std::fs::read_dir(dir)
-        .map(|entries| {
-            entries
-                .flatten()
-                .map(|e| match e.metadata() {
-                    Ok(m) if m.is_dir() => wal_segments(&e.path()),
-                    _ => {
-                        let name = e.file_name();
-                        let name = name.to_string_lossy();
-                        usize::from(name.starts_with("wal-") && name.ends_with(".log"))
-                    }
-                })
-                .sum()
-        })
-        .unwrap_or(0)
+    dir_files(dir)
+        .iter()
+        .filter(|(name, _)| name.starts_with("wal-") && name.ends_with(".log"))
+        .count()
+}
+
+/// Every file under `dir` (any depth): its name and size.
+fn dir_files(dir: &std::path::Path) -> Vec<(String, u64)> {
+    let mut files = Vec::new();
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        match e.metadata() {
+            Ok(m) if m.is_dir() => files.extend(dir_files(&e.path())),
+            Ok(m) => files.push((e.file_name().to_string_lossy().into_owned(), m.len())),
+            Err(_) => {}
+        }
+    }
+    files
 }
 
 /// Waits until every node answers `/ready` (a new cluster's nodes first

@@ -523,27 +523,10 @@ mod tests {
         /// and the state is exactly the per-key maximum by rank.
         #[test]
         fn any_delivery_order_converges(seed in any::<u64>(), o1 in any::<u64>(), o2 in any::<u64>()) {
-            use rand::{rngs::SmallRng, seq::SliceRandom, SeedableRng};
             let writes = super::super::buffer::tests::history(3, 80, seed);
-            let run = |order_seed: u64| {
-                let mut arrivals = writes.clone();
-                arrivals.shuffle(&mut SmallRng::seed_from_u64(order_seed));
-                let mut buf = DeliveryBuffer::new(3, 10_000);
-                let mut store = Store::new(3);
-                let mut out = Vec::new();
-                for write in arrivals {
-                    buf.offer(write, &mut out).unwrap();
-                    for d in out.drain(..) {
-                        store.apply(&d);
-                    }
-                }
-                let mut state: Vec<(String, Versioned)> =
-                    store.iter().map(|(k, v)| (k.to_string(), v.clone())).collect();
-                state.sort_by(|a, b| a.0.cmp(&b.0));
-                (state, store.applied().clone())
-            };
-            let first = run(o1);
-            prop_assert_eq!(&first, &run(o2));
+            let run = |order_seed| deliver_shuffled(&writes, order_seed, |_| Ok(())).map(|s| state(&s));
+            let first = run(o1)?;
+            prop_assert_eq!(&first, &run(o2)?);
             for (key, version) in &first.0 {
                 let best = writes.iter().filter(|w| w.ops[0].key() == key).max_by_key(|w| w.rank()).unwrap();
                 prop_assert_eq!(version.value.text(), best.single_put().unwrap().1);
@@ -675,23 +658,9 @@ mod tests {
         fn any_delivery_order_gives_the_same_registers_and_counters(
             seed in any::<u64>(), o1 in any::<u64>(), o2 in any::<u64>()
         ) {
-            use rand::{rngs::SmallRng, seq::SliceRandom, SeedableRng};
             let writes = super::super::buffer::tests::mixed_history(3, 80, seed);
-            let run = |order_seed: u64| {
-                let mut arrivals = writes.clone();
-                arrivals.shuffle(&mut SmallRng::seed_from_u64(order_seed));
-                let mut buf = DeliveryBuffer::new(3, 10_000);
-                let mut store = Store::new(3);
-                let mut out = Vec::new();
-                for write in arrivals {
-                    buf.offer(write, &mut out).unwrap();
-                    for d in out.drain(..) {
-                        store.apply(&d);
-                    }
-                }
-                store
-            };
-            let (s1, s2) = (run(o1), run(o2));
+            let run = |order_seed| deliver_shuffled(&writes, order_seed, |_| Ok(()));
+            let (s1, s2) = (run(o1)?, run(o2)?);
             prop_assert_eq!(state(&s1), state(&s2));
             for c in 0..3 {
                 let key = format!("c{c}");
@@ -722,30 +691,45 @@ mod tests {
         /// register that has since won over its put, never an older one).
         #[test]
         fn a_transaction_is_never_partly_visible(seed in any::<u64>(), order in any::<u64>()) {
-            use rand::{rngs::SmallRng, seq::SliceRandom, SeedableRng};
             let writes = super::super::buffer::tests::mixed_history(3, 60, seed);
-            let mut arrivals = writes.clone();
-            arrivals.shuffle(&mut SmallRng::seed_from_u64(order));
-            let mut buf = DeliveryBuffer::new(3, 10_000);
-            let mut store = Store::new(3);
-            let mut out = Vec::new();
-            for write in arrivals {
-                buf.offer(write, &mut out).unwrap();
-                for d in out.drain(..) {
-                    store.apply(&d);
-                }
+            deliver_shuffled(&writes, order, |store| {
                 for w in &writes {
                     let applied = store.applied().get(w.origin) >= w.seq;
                     for op in &w.ops {
                         if applied {
-                            prop_assert!(includes(&store, w, op), "{}:{} applied without {:?}", w.origin, w.seq, op);
+                            prop_assert!(includes(store, w, op), "{}:{} applied without {:?}", w.origin, w.seq, op);
                         } else {
-                            prop_assert!(!shows(&store, w, op), "{}:{} not applied but {:?} shows", w.origin, w.seq, op);
+                            prop_assert!(!shows(store, w, op), "{}:{} not applied but {:?} shows", w.origin, w.seq, op);
                         }
                     }
                 }
-            }
+                Ok(())
+            })?;
         }
+    }
+
+    /// `writes` offered to a delivery buffer in an order shuffled by
+    /// `order_seed`, every delivered write applied to a new store; `each`
+    /// sees the store after every arrival.
+    fn deliver_shuffled(
+        writes: &[Write],
+        order_seed: u64,
+        mut each: impl FnMut(&Store) -> Result<(), TestCaseError>,
+    ) -> Result<Store, TestCaseError> {
+        use rand::{rngs::SmallRng, seq::SliceRandom, SeedableRng};
+        let mut arrivals = writes.to_vec();
+        arrivals.shuffle(&mut SmallRng::seed_from_u64(order_seed));
+        let mut buf = DeliveryBuffer::new(3, 10_000);
+        let mut store = Store::new(3);
+        let mut out = Vec::new();
+        for write in arrivals {
+            buf.offer(write, &mut out).unwrap();
+            for d in out.drain(..) {
+                store.apply(&d);
+            }
+            each(&store)?;
+        }
+        Ok(store)
     }
 
     /// Whether the store holds operation `op` of write `w` or something that

@@ -138,7 +138,7 @@ async fn put(
     let resp = HttpResponse::Ok().json(PutResponse {
         key,
         value,
-        vc: done.written.unwrap_or_else(|| done.context.clone()),
+        vc: done.vc(),
         node: node.id,
     });
     Ok(with_context(resp, &done.context))
@@ -161,7 +161,7 @@ async fn incr(
     let resp = HttpResponse::Ok().json(IncrResponse {
         key,
         by,
-        vc: done.written.unwrap_or_else(|| done.context.clone()),
+        vc: done.vc(),
         node: node.id,
     });
     Ok(with_context(resp, &done.context))
@@ -188,7 +188,7 @@ async fn txn(
         .collect();
     let resp = HttpResponse::Ok().json(TxnResponse {
         values,
-        vc: done.written.unwrap_or_else(|| done.context.clone()),
+        vc: done.vc(),
         node: node.id,
     });
     Ok(with_context(resp, &done.context))

@@ -100,11 +100,6 @@ impl Batcher {
         }
     }
 
-    /// The batch route this batcher posts to.
-    pub fn uri(&self) -> Uri {
-        self.queue.borrow().uri.clone()
-    }
-
     /// Queues one encoded request; resolves to its own answer. The request
     /// is sent even if the returned future is dropped.
     pub fn submit(&self, item: Bytes) -> impl std::future::Future<Output = Forwarded<Bytes>> {

@@ -772,16 +772,7 @@ mod tests {
             checkpoints += usize::from(s.maintain().unwrap().is_some());
             drop(s);
             assert!(checkpoints >= 1, "preallocate {preallocate}: no checkpoint");
-            let segments = std::fs::read_dir(&dir)
-                .unwrap()
-                .filter(|e| {
-                    e.as_ref()
-                        .unwrap()
-                        .file_name()
-                        .to_string_lossy()
-                        .starts_with("wal-")
-                })
-                .count();
+            let segments = wal_segments(&dir);
             assert!(
                 segments <= 4,
                 "checkpointed segments are deleted ({segments} left)"

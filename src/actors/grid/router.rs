@@ -91,7 +91,6 @@ impl RouterActor {
     /// flight into batches to its `/charge/batch` (off unless set).
     pub fn with_batching(mut self, batch: BatchConfig) -> Self {
         self.batch = batch;
-        self.targets = vec![None; self.urls.len()];
         self
     }
 

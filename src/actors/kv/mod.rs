@@ -61,6 +61,14 @@ pub struct TxnDone {
     pub context: VClock,
 }
 
+impl TxnDone {
+    /// The clock to answer with: the write's, or for a read-only
+    /// transaction the clock the reads saw.
+    pub fn vc(&self) -> VClock {
+        self.written.clone().unwrap_or_else(|| self.context.clone())
+    }
+}
+
 /// The running actors of one node.
 #[derive(Clone)]
 pub struct KvNode {

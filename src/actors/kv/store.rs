@@ -61,6 +61,23 @@ impl StoreActor {
         self.waiters.wait(ctx, tx)?;
         Ok(Some(rx))
     }
+
+    /// What a read waits for before it may look at the store: refused while
+    /// the node is not ready, else until `context` is applied (bounded by
+    /// the wait timeout).
+    fn after_context(
+        &mut self,
+        context: Option<VClock>,
+    ) -> Result<impl std::future::Future<Output = Result<()>> + 'static> {
+        if !self.ready {
+            return Err(Error::unavailable(
+                "node is not ready: it is rebuilding its data from its peers (GET /ready says what it waits for)",
+            ));
+        }
+        let rx = self.wait_for(context)?;
+        let (timeout, metrics) = (self.wait_timeout, self.metrics.clone());
+        Ok(async move { await_context(rx, timeout, &metrics).await })
+    }
 }
 
 impl Actor for StoreActor {
@@ -134,17 +151,11 @@ impl Handler<Get> for StoreActor {
     type Result = ResponseActFuture<Self, Result<GetDone>>;
 
     fn handle(&mut self, msg: Get, _: &mut Self::Context) -> Self::Result {
-        if !self.ready {
-            let refused = Err(Error::unavailable(
-                "node is not ready: it is rebuilding its data from its peers (GET /ready says what it waits for)",
-            ));
-            return Box::pin(actix::fut::ready(refused));
-        }
-        let rx = self.wait_for(msg.context);
-        let timeout = self.wait_timeout;
-        let metrics = self.metrics.clone();
+        let wait = match self.after_context(msg.context) {
+            Ok(wait) => wait,
+            Err(e) => return Box::pin(actix::fut::ready(Err(e))),
+        };
         let key = msg.key;
-        let wait = async move { await_context(rx?, timeout, &metrics).await };
         // Read only after the wait, from the state as it is then.
         Box::pin(wait.into_actor(self).map(move |res, act, _| {
             res?;
@@ -160,17 +171,11 @@ impl Handler<Read> for StoreActor {
     type Result = ResponseActFuture<Self, Result<ReadDone>>;
 
     fn handle(&mut self, msg: Read, _: &mut Self::Context) -> Self::Result {
-        if !self.ready {
-            let refused = Err(Error::unavailable(
-                "node is not ready: it is rebuilding its data from its peers (GET /ready says what it waits for)",
-            ));
-            return Box::pin(actix::fut::ready(refused));
-        }
-        let rx = self.wait_for(msg.context);
-        let timeout = self.wait_timeout;
-        let metrics = self.metrics.clone();
+        let wait = match self.after_context(msg.context) {
+            Ok(wait) => wait,
+            Err(e) => return Box::pin(actix::fut::ready(Err(e))),
+        };
         let Read { keys, ops, .. } = msg;
-        let wait = async move { await_context(rx?, timeout, &metrics).await };
         // Everything below runs in one go once the wait is over: no `Apply`
         // can come between two of the reads.
         Box::pin(wait.into_actor(self).map(move |res, act, _| {

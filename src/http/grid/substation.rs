@@ -106,7 +106,7 @@ async fn charge_batch(
         .map(|c| match c {
             Ok(_) => admitted
                 .next()
-                .unwrap_or_else(|| Err(crate::error::Error::internal("a batch answer is missing"))),
+                .unwrap_or_else(|| Err(Error::internal("a batch answer is missing"))),
             Err(e) => Err(e),
         })
         .map(batch_answer)
