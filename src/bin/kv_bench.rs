@@ -272,6 +272,32 @@ impl Drop for Nodes {
     }
 }
 
+/// CPU time (user and system, all threads, ended ones included) a process
+/// has used so far, from `/proc` (Linux), in seconds.
+fn cpu_seconds(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    Some(cpu_ticks(&stat)? as f64 / 100.0)
+}
+
+/// utime + stime of a `/proc/<pid>/stat` line, in USER_HZ (100 on Linux):
+/// fields 14 and 15, counted after the command name, which may hold spaces
+/// and parentheses.
+fn cpu_ticks(stat: &str) -> Option<u64> {
+    let fields: Vec<&str> = stat
+        .get(stat.rfind(')')? + 2..)?
+        .split_whitespace()
+        .collect();
+    Some(fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?)
+}
+
+/// CPU seconds used so far by this process (the load) and by each node.
+fn cpu_snapshot(nodes: &Nodes) -> Vec<f64> {
+    std::iter::once(std::process::id())
+        .chain(nodes.children.iter().map(Child::id))
+        .map(|pid| cpu_seconds(pid).unwrap_or(0.0))
+        .collect()
+}
+
 /// Resident memory of a process, from `/proc` (Linux), in bytes.
 fn rss_bytes(pid: u32) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
@@ -675,12 +701,21 @@ fn bench_cluster(
     let mut totals: Vec<Vec<Option<PhaseResult>>> =
         clusters.iter().map(|_| vec![None, None, None]).collect();
     let mut converge: Vec<Option<Duration>> = clusters.iter().map(|_| None).collect();
+    // Per cluster and phase: CPU seconds of the load and of each node.
+    let mut cpu: Vec<Vec<Vec<f64>>> = clusters.iter().map(|_| vec![vec![0.0; 4]; 3]).collect();
     let mut per_round = Vec::new();
     for round in 1..=rounds {
-        for (c, (policy, (_, urls))) in clusters.iter().enumerate() {
+        for (c, (policy, (nodes, urls))) in clusters.iter().enumerate() {
             for (i, (_, op)) in ops.iter().enumerate() {
                 let before = (*op == Op::Put).then(|| sys.block_on(commit_path(&urls[0])));
+                let cpu_before = cpu_snapshot(nodes);
                 let r = run_phase(&urls[0], *op, connections, threads, seconds, keys);
+                for (sum, (after, before)) in cpu[c][i]
+                    .iter_mut()
+                    .zip(cpu_snapshot(nodes).iter().zip(&cpu_before))
+                {
+                    *sum += after - before;
+                }
                 if let Some(before) = before {
                     let after = sys.block_on(commit_path(&urls[0]));
                     per_round.push(format!(
@@ -753,6 +788,28 @@ fn bench_cluster(
                 "{:>10} replicas converged at most {:.0} ms after a put phase stopped",
                 policy,
                 t.as_secs_f64() * 1000.0
+            );
+        }
+    }
+    println!("\nCPU time per operation, µs (user + system, all threads, all rounds):");
+    println!(
+        "{:>10} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8}",
+        "durability", "phase", "load", "node 0", "node 1", "node 2", "total"
+    );
+    for (c, (policy, _)) in clusters.iter().enumerate() {
+        for (((name, _), total), used) in ops.iter().zip(&totals[c]).zip(&cpu[c]) {
+            let Some(r) = total else { continue };
+            let per_op = |s: f64| s * 1e6 / r.ops.max(1) as f64;
+            let all: f64 = used.iter().sum();
+            println!(
+                "{:>10} {:>8} {:>8.1} {:>8.1} {:>8.1} {:>8.1} {:>8.1}",
+                policy,
+                name,
+                per_op(used[0]),
+                per_op(used[1]),
+                per_op(used[2]),
+                per_op(used[3]),
+                per_op(all)
             );
         }
     }
@@ -1130,5 +1187,33 @@ async fn wait_converged(urls: &[String]) -> Result<(Duration, VClock, usize), St
             return Err(format!("no convergence: {}", inspect::describe(&all)));
         }
         actix_rt::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cpu_ticks_are_read_after_a_command_name_with_spaces() {
+        let stat = "4242 (a (b) c) S 1 4242 4242 0 -1 4194560 100 0 0 0 \
+                    731 208 0 0 20 0 7 0 1234 0 0";
+        assert_eq!(cpu_ticks(stat), Some(731 + 208));
+        assert_eq!(cpu_ticks("4242 (cut short) S 1 2"), None);
+    }
+
+    #[test]
+    fn this_process_cpu_time_grows_while_it_computes() {
+        let me = std::process::id();
+        let start = cpu_seconds(me).expect("/proc/self/stat is readable");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let mut x = 0u64;
+        while cpu_seconds(me).expect("readable") <= start {
+            assert!(Instant::now() < deadline, "no CPU time was counted");
+            for i in 0..100_000u64 {
+                x = x.wrapping_mul(31).wrapping_add(i);
+            }
+            std::hint::black_box(x);
+        }
     }
 }
