@@ -702,7 +702,10 @@ fn bench_cluster(
         clusters.iter().map(|_| vec![None, None, None]).collect();
     let mut converge: Vec<Option<Duration>> = clusters.iter().map(|_| None).collect();
     // Per cluster and phase: CPU seconds of the load and of each node.
-    let mut cpu: Vec<Vec<Vec<f64>>> = clusters.iter().map(|_| vec![vec![0.0; 4]; 3]).collect();
+    let mut cpu: Vec<Vec<Vec<f64>>> = clusters
+        .iter()
+        .map(|(_, (nodes, _))| vec![vec![0.0; 1 + nodes.children.len()]; ops.len()])
+        .collect();
     let mut per_round = Vec::new();
     for round in 1..=rounds {
         for (c, (policy, (nodes, urls))) in clusters.iter().enumerate() {

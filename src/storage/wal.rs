@@ -62,7 +62,7 @@ fn segment_path(dir: &Path, n: u64) -> PathBuf {
 }
 
 /// The segment numbers present in `dir`, ascending.
-fn segments(dir: &Path) -> Result<Vec<u64>> {
+pub(super) fn segments(dir: &Path) -> Result<Vec<u64>> {
     let mut found = Vec::new();
     for entry in fs::read_dir(dir).map_err(io("list"))? {
         let name = entry.map_err(io("list"))?.file_name();
