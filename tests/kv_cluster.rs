@@ -460,3 +460,41 @@ async fn the_commit_path_is_measured() {
     assert!(series(&body, "kv_checkpoint_keys_sum") >= 1.0);
     assert!(series(&body, "kv_checkpoint_bytes_sum") >= 200.0);
 }
+
+/// With `REPLICATION_LINGER_MS`, writes that follow each other closely
+/// travel to a peer together instead of one request each.
+#[actix_rt::test]
+async fn lingering_replication_carries_close_writes_in_few_requests() {
+    let cluster = Cluster::start(3, |c| {
+        c.replication_linger_ms = 400;
+        c.relay_after_ms = 60_000;
+    })
+    .await;
+    let batches = |node: usize| {
+        let m = &cluster.node(node).metrics;
+        m.batches.with_label_values(&["1", "ok"]).get()
+    };
+    let before = batches(0);
+    let puts = 20;
+    for i in 0..puts {
+        let put = cluster
+            .client
+            .put(cluster.url(0), &format!("k{i}"), "v", None)
+            .await
+            .expect("put");
+        assert_eq!(put.status, 200);
+    }
+    eventually(
+        Duration::from_secs(10),
+        "node 1 has every write",
+        || async { (cluster.status(1).await.store.len() == puts).then_some(()) },
+    )
+    .await;
+    // One request for the first write (or a heartbeat just before it), one
+    // or two for the rest, and at most a heartbeat or two (one a second).
+    let sent = batches(0) - before;
+    assert!(
+        sent <= 6,
+        "{sent} requests carried {puts} sequential writes to node 1"
+    );
+}

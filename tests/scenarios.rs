@@ -45,7 +45,7 @@
 //!
 //! ## Commands
 //! * `cluster <n> [max_log=] [buffer=] [max_waiters=] [wait_timeout=]
-//!   [relay_after=] [heartbeat=] [backoff=] [max_backoff=] [max_batch=]
+//!   [relay_after=] [heartbeat=] [backoff=] [max_backoff=] [max_batch=] [linger=]
 //!   [fresh]`: starts the cluster. Without `fresh` each node boots from a
 //!   disk that holds an empty but initialized state (as after a first
 //!   start), so it serves at once; with `fresh` every disk is empty and
@@ -76,7 +76,8 @@
 //!   only where it ended, for the set-up of a scenario.
 //!
 //! Defaults: `max_log=100 buffer=100 max_waiters=10 wait_timeout=1000
-//! relay_after=300 heartbeat=200 backoff=100 max_backoff=800 max_batch=16`.
+//! relay_after=300 heartbeat=200 backoff=100 max_backoff=800 max_batch=16
+//! linger=0`.
 //! A command the runner cannot run (a typo, a node that does not exist)
 //! prints `error: ...` in place and fails the test.
 //!
@@ -309,6 +310,7 @@ scenarios!(
     context_put_times_out,
     crash_between_persist_and_answer,
     dead_origin_relayed,
+    replication_lingers,
     full_buffer_and_full_log,
     rebuild_crash_after_snapshot,
     rebuild_crash_before_snapshot,
@@ -947,6 +949,8 @@ impl Sim {
                 // Shorter than relay_after: a quiet peer is heard from
                 // again before its lag could look like a missed write.
                 heartbeat_ms: 200,
+                // Scripts send when they say so; `linger=` turns it on.
+                linger_ms: 0,
             },
         };
         let mut fresh = false;
@@ -966,6 +970,7 @@ impl Sim {
                 "backoff" => s.stream.base_backoff_ms = num(v)?,
                 "max_backoff" => s.stream.max_backoff_ms = num(v)?,
                 "max_batch" => s.stream.max_batch = num(v)?,
+                "linger" => s.stream.linger_ms = num(v)?,
                 _ => return Err(format!("unknown cluster setting {k}")),
             }
         }

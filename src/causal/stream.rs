@@ -2,7 +2,12 @@
 //!
 //! Every node pushes to every peer an ordered stream of the writes the peer
 //! has not acknowledged. One request is in flight per peer at a time; writes
-//! that arrive meanwhile are batched into the next request. The peer answers
+//! that arrive meanwhile are batched into the next request. Under load a
+//! batch smaller than `max_batch` also waits until `linger_ms` after the
+//! previous request started: each request costs both nodes a round of HTTP,
+//! decoding and (on the peer) a group commit, whatever it carries, so fewer,
+//! fuller requests leave the cores to the clients. It delays what a peer
+//! sees by at most `linger_ms`, never a client's answer. The peer answers
 //! with its `received` clock (delivered, plus writes waiting contiguously in
 //! its buffer) and its `delivered` clock; the stream resumes after `received`,
 //! so a lost request or response only causes a resend, which the receiver
@@ -51,6 +56,10 @@ pub struct StreamConfig {
     /// An idle stream still contacts the peer this often (an empty batch),
     /// to learn its clocks for log trimming and relay decisions.
     pub heartbeat_ms: u64,
+    /// A batch smaller than `max_batch` waits until this long after the
+    /// previous request started, so that under load each request (and the
+    /// peer's group commit of it) carries more writes. 0 sends at once.
+    pub linger_ms: u64,
 }
 
 impl Default for StreamConfig {
@@ -61,6 +70,7 @@ impl Default for StreamConfig {
             base_backoff_ms: 50,
             max_backoff_ms: 2_000,
             heartbeat_ms: 1_000,
+            linger_ms: 10,
         }
     }
 }
@@ -187,6 +197,9 @@ impl PeerStream {
         if ranges.is_empty() && !heartbeat_due {
             return None;
         }
+        if self.lingering(now_ms, &ranges) {
+            return None;
+        }
         self.in_flight = true;
         self.last_attempt_ms = Some(now_ms);
         Some(Plan {
@@ -194,6 +207,21 @@ impl PeerStream {
             max: self.config.max_batch,
             drop: fault == Some(FaultKind::Drop),
         })
+    }
+
+    /// Whether a non-empty, less than full batch should wait for more.
+    fn lingering(&self, now_ms: u64, ranges: &[(NodeId, u64, u64)]) -> bool {
+        let pending: u64 = ranges.iter().map(|&(_, after, upto)| upto - after).sum();
+        !ranges.is_empty()
+            && pending < self.config.max_batch as u64
+            && self.linger_until().is_some_and(|t| now_ms < t)
+    }
+
+    /// Until when a batch smaller than `max_batch` is held back (the
+    /// previous request's start plus `linger_ms`), if lingering is on.
+    pub fn linger_until(&self) -> Option<u64> {
+        let t = self.last_attempt_ms?;
+        (self.config.linger_ms > 0).then(|| t + self.config.linger_ms)
     }
 
     fn should_relay(&mut self, k: NodeId, now_ms: u64, have: u64, acked: u64) -> bool {
@@ -252,9 +280,17 @@ mod tests {
         VClock::from_vec(v.to_vec())
     }
 
+    /// A stream that sends as soon as the previous request is answered.
+    fn eager() -> StreamConfig {
+        StreamConfig {
+            linger_ms: 0,
+            ..StreamConfig::default()
+        }
+    }
+
     #[test]
     fn sends_own_writes_and_resumes_after_ack() {
-        let mut s = PeerStream::new(0, 3, StreamConfig::default());
+        let mut s = PeerStream::new(0, 3, eager());
         let plan = s.plan(0, &vc(&[3, 0, 0])).unwrap();
         assert_eq!(plan.ranges, vec![(0, 0, 3)]);
         assert!(
@@ -264,6 +300,37 @@ mod tests {
         s.on_ack(vc(&[3, 0, 0]), vc(&[3, 0, 0]));
         let plan = s.plan(1, &vc(&[4, 0, 0])).unwrap();
         assert_eq!(plan.ranges, vec![(0, 3, 4)]);
+    }
+
+    #[test]
+    fn a_small_batch_lingers_after_the_previous_request_and_a_full_one_does_not() {
+        let cfg = StreamConfig {
+            linger_ms: 10,
+            max_batch: 4,
+            ..StreamConfig::default()
+        };
+        let mut s = PeerStream::new(0, 2, cfg);
+        assert_eq!(s.linger_until(), None, "nothing sent yet");
+        // The first request goes at once.
+        assert_eq!(s.plan(100, &vc(&[1, 0])).unwrap().ranges, vec![(0, 0, 1)]);
+        s.on_ack(vc(&[1, 0]), vc(&[1, 0]));
+        assert_eq!(s.linger_until(), Some(110));
+        // Three new writes wait until 10 ms after that request started ...
+        assert!(s.plan(101, &vc(&[4, 0])).is_none());
+        assert!(s.plan(109, &vc(&[4, 0])).is_none());
+        assert!(!s.in_flight(), "a held batch is not in flight");
+        // ... unless they fill a batch.
+        let full = s.plan(105, &vc(&[5, 0])).unwrap();
+        assert_eq!(full.ranges, vec![(0, 1, 5)]);
+        s.on_ack(vc(&[5, 0]), vc(&[5, 0]));
+        assert!(s.plan(114, &vc(&[6, 0])).is_none());
+        assert_eq!(s.plan(115, &vc(&[7, 0])).unwrap().ranges, vec![(0, 5, 7)]);
+        // Off, the stream sends as soon as the previous request is answered.
+        let mut eager = PeerStream::new(0, 2, eager());
+        eager.plan(0, &vc(&[1, 0])).unwrap();
+        eager.on_ack(vc(&[1, 0]), vc(&[1, 0]));
+        assert_eq!(eager.linger_until(), None);
+        assert!(eager.plan(0, &vc(&[2, 0])).is_some());
     }
 
     #[test]
@@ -341,7 +408,7 @@ mod tests {
 
     #[test]
     fn restarted_peer_is_resent_what_it_lost() {
-        let mut s = PeerStream::new(0, 2, StreamConfig::default());
+        let mut s = PeerStream::new(0, 2, eager());
         s.plan(0, &vc(&[5, 0])).unwrap();
         s.on_ack(vc(&[5, 0]), vc(&[5, 0]));
         // The peer came back empty.

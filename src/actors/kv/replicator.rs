@@ -6,7 +6,9 @@
 //! asks the stream for a plan, reads the planned writes from the
 //! `ClockActor`'s log, POSTs them to the peer's `/peer/replicate`, and feeds
 //! the peer's acknowledgement back into the stream. At most one request is in
-//! flight, so writes that arrive meanwhile form the next batch.
+//! flight, so writes that arrive meanwhile form the next batch; a batch the
+//! stream holds back to grow (`linger_ms`) is sent by a timer when its
+//! linger ends.
 
 use std::time::{Duration, Instant};
 
@@ -45,6 +47,8 @@ pub struct ReplicatorActor {
     metrics: KvMetrics,
     peer_label: String,
     reachable: bool,
+    /// A timer is set for the end of the stream's linger.
+    linger_armed: bool,
 }
 
 pub struct ReplicatorParts {
@@ -73,6 +77,7 @@ impl ReplicatorActor {
             metrics: p.metrics,
             peer_label: p.peer.to_string(),
             reachable: false,
+            linger_armed: false,
         }
     }
 
@@ -91,6 +96,7 @@ impl ReplicatorActor {
     fn pump(&mut self, ctx: &mut Context<Self>) {
         let now = self.now_ms();
         let Some(plan) = self.stream.plan(now, &self.delivered) else {
+            self.arm_linger(now, ctx);
             return;
         };
         if plan.drop {
@@ -117,6 +123,21 @@ impl ReplicatorActor {
             work.into_actor(self)
                 .map(|res, act, ctx| act.finish(res, ctx)),
         );
+    }
+
+    /// A batch held back to grow is sent when its linger ends, not at the
+    /// next tick.
+    fn arm_linger(&mut self, now: u64, ctx: &mut Context<Self>) {
+        if self.linger_armed || self.stream.in_flight() {
+            return;
+        }
+        if let Some(until) = self.stream.linger_until().filter(|&t| t > now) {
+            self.linger_armed = true;
+            ctx.run_later(Duration::from_millis(until - now), |act, ctx| {
+                act.linger_armed = false;
+                act.pump(ctx);
+            });
+        }
     }
 
     fn finish(&mut self, res: Result<(ReplicateAck, usize, VClock)>, ctx: &mut Context<Self>) {

@@ -31,6 +31,8 @@ pub struct KvConfig {
     pub replication_batch: usize,
     pub peer_timeout_ms: u64,
     pub relay_after_ms: u64,
+    /// How long a replication request waits to fill up (see `StreamConfig`).
+    pub replication_linger_ms: u64,
     pub durability: crate::storage::SyncPolicy,
     /// Write-ahead log segment size: the log rolls and checkpoints past it.
     pub wal_segment_bytes: u64,
@@ -57,6 +59,7 @@ impl std::fmt::Debug for KvConfig {
             .field("replication_batch", &self.replication_batch)
             .field("peer_timeout_ms", &self.peer_timeout_ms)
             .field("relay_after_ms", &self.relay_after_ms)
+            .field("replication_linger_ms", &self.replication_linger_ms)
             .field("durability", &self.durability)
             .field("wal_segment_bytes", &self.wal_segment_bytes)
             .field("wal_preallocate", &self.wal_preallocate)
@@ -83,6 +86,7 @@ impl KvConfig {
             replication_batch: 512,
             peer_timeout_ms: 2_000,
             relay_after_ms: 1_000,
+            replication_linger_ms: 10,
             durability: crate::storage::SyncPolicy::Fsync,
             wal_segment_bytes: crate::storage::SEGMENT_BYTES,
             wal_preallocate: true,
@@ -153,6 +157,7 @@ impl KvConfig {
     /// | `REPLICATION_BATCH` | most writes per replication request | 512 |
     /// | `PEER_TIMEOUT_MS` | timeout of each replication request | 2000 |
     /// | `RELAY_AFTER_MS` | how long a peer may lag on an origin before others relay it | 1000 |
+    /// | `REPLICATION_LINGER_MS` | how long a replication request smaller than `REPLICATION_BATCH` waits after the previous one started, to carry more writes | 10 |
     /// | `DURABILITY` | `fsync` (group commit, fsync before ack), `eventual` (no fsync before ack), `memory` (nothing on disk) | `fsync` |
     /// | `WAL_SEGMENT_BYTES` | log segment size; past it the log rolls and checkpoints in the background | 8388608 |
     /// | `WAL_PREALLOCATE` | zero-fill each segment ahead of use, so a commit's `fdatasync` needs no journal commit | `true` |
@@ -178,6 +183,7 @@ impl KvConfig {
             replication_batch: parse_or("REPLICATION_BATCH", d.replication_batch)?,
             peer_timeout_ms: parse_or("PEER_TIMEOUT_MS", d.peer_timeout_ms)?,
             relay_after_ms: parse_or("RELAY_AFTER_MS", d.relay_after_ms)?,
+            replication_linger_ms: parse_or("REPLICATION_LINGER_MS", d.replication_linger_ms)?,
             durability: parse_or("DURABILITY", d.durability)?,
             wal_segment_bytes: parse_or("WAL_SEGMENT_BYTES", d.wal_segment_bytes)?,
             wal_preallocate: parse_or("WAL_PREALLOCATE", d.wal_preallocate)?,

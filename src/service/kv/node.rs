@@ -92,6 +92,7 @@ pub fn start_node(config: &KvConfig) -> Result<KvNode> {
     let stream_config = StreamConfig {
         max_batch: config.replication_batch,
         relay_after_ms: config.relay_after_ms,
+        linger_ms: config.replication_linger_ms,
         heartbeat_ms: defaults.heartbeat_ms.min(config.relay_after_ms / 2).max(10),
         ..defaults
     };
