@@ -25,11 +25,14 @@
 //! (copy-on-write pages of a B-tree), which capped durable puts far below the
 //! in-memory rate; the log append costs one small sync. Every 8 MiB the log
 //! rolls to a new segment and a background thread reads the closed
-//! segment back and checkpoints it into the database in one transaction:
+//! segments back (the oldest, at most `CHECKPOINT_SEGMENTS` at a time, so
+//! that its memory stays bounded when segments close faster than
+//! checkpoints finish) and checkpoints them into the database in one
+//! transaction:
 //! only the winning version of each key, in key order (many writes per
 //! page), only the log entries not yet causally stable (in a healthy cluster
-//! almost none by then), and the clock they reach as `delivered`; then it
-//! deletes the segment. Recovery loads the database and replays the remaining segments,
+//! almost none by then), and the clock their last record reached as
+//! `delivered`; then it deletes the segments. Recovery loads the database and replays the remaining segments,
 //! skipping writes the checkpoint clock covers; so after a crash the store,
 //! the clock and the log always agree.
 //!
@@ -45,7 +48,7 @@
 
 mod wal;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -130,10 +133,15 @@ pub struct CheckpointStats {
     /// Bytes of values and log entries it wrote (before the database's own
     /// page overhead).
     pub bytes: u64,
+    /// Closed log segments it took (at most `WalOptions::checkpoint_segments`).
+    pub segments: usize,
 }
 
 /// Segment size after which the write-ahead log rolls and checkpoints.
 pub const SEGMENT_BYTES: u64 = 8 * 1024 * 1024;
+
+/// Most closed segments one checkpoint reads back and folds in memory.
+pub const CHECKPOINT_SEGMENTS: usize = 4;
 
 /// How the write-ahead log is laid out on disk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -144,6 +152,10 @@ pub struct WalOptions {
     /// blocks and its `fdatasync` needs no filesystem journal commit (see
     /// `wal`). On by default.
     pub preallocate: bool,
+    /// Most closed segments one checkpoint takes, oldest first: what bounds
+    /// its memory when segments closed faster than checkpoints finished
+    /// (the rest wait for the next one).
+    pub checkpoint_segments: usize,
 }
 
 impl Default for WalOptions {
@@ -151,6 +163,7 @@ impl Default for WalOptions {
         WalOptions {
             segment_bytes: SEGMENT_BYTES,
             preallocate: true,
+            checkpoint_segments: CHECKPOINT_SEGMENTS,
         }
     }
 }
@@ -167,15 +180,18 @@ struct Inner {
     /// next checkpoint.
     trim: Option<VClock>,
     checkpointer: Option<std::thread::JoinHandle<Result<CheckpointStats>>>,
-    /// The highest segment a checkpoint has taken (or recovery removed).
-    checkpointed: u64,
-    /// The delivered clock and rebuild mark as of the last record written,
-    /// and as of the end of the last closed segment: what a checkpoint of
-    /// the closed segments may claim (never the state of a record that went
-    /// to the current segment).
+    /// The delivered clock and rebuild mark as of the last record written.
     written: (VClock, bool),
-    closed: (VClock, bool),
+    /// The closed segments no checkpoint has taken yet, oldest first, each
+    /// with the delivered clock and rebuild mark as of its last record:
+    /// what a checkpoint ending with that segment may claim (never the
+    /// state of a record that went to a later segment).
+    closed: VecDeque<(u64, VClock, bool)>,
     segment_bytes: u64,
+    checkpoint_segments: usize,
+    /// Tests hold checkpoints back to let closed segments pile up.
+    #[cfg(test)]
+    hold: bool,
     /// The rebuild mark as last stored.
     rebuilding: bool,
 }
@@ -314,10 +330,12 @@ impl Storage {
                 wal,
                 trim: None,
                 checkpointer: None,
-                checkpointed: last_segment.unwrap_or(0),
                 written: (recovered.boot.delivered.clone(), recovered.boot.rebuilding),
-                closed: (recovered.boot.delivered.clone(), recovered.boot.rebuilding),
+                closed: VecDeque::new(),
                 segment_bytes,
+                checkpoint_segments: options.checkpoint_segments.max(1),
+                #[cfg(test)]
+                hold: false,
                 rebuilding: recovered.boot.rebuilding,
             }),
         };
@@ -464,9 +482,8 @@ impl Storage {
             )?);
             inner.rebuilding = group.rebuilding;
             Wal::remove_upto(&self.dir, closed)?;
-            inner.checkpointed = closed;
             inner.written = (group.delivered.clone(), group.rebuilding);
-            inner.closed = inner.written.clone();
+            inner.closed.clear();
             return Ok(stats);
         }
         let mark = (group.rebuilding != inner.rebuilding).then_some(group.rebuilding);
@@ -480,9 +497,10 @@ impl Storage {
             let segment = inner.wal.segment();
             stats.fsync = inner.wal.append(&record)?;
             if inner.wal.segment() != segment {
-                // The log moved on before this record: the closed segments
-                // end with the previous one.
-                inner.closed = inner.written.clone();
+                // The log moved on before this record: the closed segment
+                // ends with the previous one.
+                let (clock, rebuilding) = inner.written.clone();
+                inner.closed.push_back((segment, clock, rebuilding));
             }
             inner.rebuilding = group.rebuilding;
             inner.written = (group.delivered.clone(), group.rebuilding);
@@ -513,29 +531,34 @@ impl Storage {
         Ok(finished)
     }
 
-    /// Starts a background checkpoint of the closed segments not yet taken
-    /// (none is running). A preallocated log moves to its next segment by
-    /// itself when one is full; a plain one is rolled here.
+    /// Starts a background checkpoint of the oldest closed segments not yet
+    /// taken, at most `checkpoint_segments` of them (none is running). A
+    /// preallocated log moves to its next segment by itself when one is
+    /// full; a plain one is rolled here.
     fn start_checkpoint(&self, inner: &mut Inner) -> Result<()> {
         if inner.wal.bytes() >= inner.segment_bytes {
-            inner.wal.rotate()?;
-            inner.closed = inner.written.clone();
+            let segment = inner.wal.rotate()?;
+            let (clock, rebuilding) = inner.written.clone();
+            inner.closed.push_back((segment, clock, rebuilding));
         }
-        let closed = inner.wal.segment() - 1;
-        if closed <= inner.checkpointed {
+        #[cfg(test)]
+        if inner.hold {
             return Ok(());
         }
+        let take = inner.closed.len().min(inner.checkpoint_segments);
+        let Some((upto, clock, rebuilding)) = inner.closed.drain(..take).next_back() else {
+            return Ok(());
+        };
         // The closed segments are read back from disk (the page cache,
         // usually) rather than kept in memory until their checkpoint.
-        inner.checkpointed = closed;
-        let (clock, rebuilding) = inner.closed.clone();
         let trim = inner.trim.clone();
         let db = self.db.clone();
         let dir = self.dir.clone();
         inner.checkpointer = Some(std::thread::spawn(move || {
-            let batch = closed_writes(&dir, closed)?;
-            let stats = checkpoint(&db, None, &batch, &clock, trim.as_ref(), rebuilding)?;
-            Wal::remove_upto(&dir, closed)?;
+            let batch = closed_writes(&dir, upto)?;
+            let mut stats = checkpoint(&db, None, &batch, &clock, trim.as_ref(), rebuilding)?;
+            stats.segments = take;
+            Wal::remove_upto(&dir, upto)?;
             drop(batch);
             release_free_memory();
             Ok(stats)
@@ -749,6 +772,7 @@ mod tests {
             let options = WalOptions {
                 segment_bytes: 2048,
                 preallocate,
+                ..WalOptions::default()
             };
             let dir = tmp();
             let (s, _) = Storage::open_with(&dir, 0, 1, SyncPolicy::Fsync, options).unwrap();
@@ -804,6 +828,7 @@ mod tests {
             let options = WalOptions {
                 segment_bytes: 4096,
                 preallocate,
+                ..WalOptions::default()
             };
             let dir = tmp();
             let (s, _) = Storage::open_with(&dir, 0, 1, SyncPolicy::Fsync, options).unwrap();
@@ -829,6 +854,91 @@ mod tests {
                 s.maintain().unwrap();
                 std::thread::sleep(Duration::from_millis(5));
             }
+            drop(s);
+            let (_, r) = Storage::open_with(&dir, 0, 1, SyncPolicy::Fsync, options).unwrap();
+            assert_eq!(r.boot.delivered, VClock::from_vec(vec![600]));
+            assert_eq!(r.store.len(), 600);
+            let _ = std::fs::remove_dir_all(&dir);
+        }
+    }
+
+    /// Segments that closed while checkpoints were held back are taken a
+    /// few at a time, oldest first, each checkpoint claiming the clock of
+    /// its own last segment: a restart between two of them replays the
+    /// rest and loses nothing.
+    #[test]
+    fn a_checkpoint_takes_at_most_its_bound_of_segments_and_claims_only_their_clock() {
+        for preallocate in [true, false] {
+            let options = WalOptions {
+                segment_bytes: 4096,
+                preallocate,
+                checkpoint_segments: 2,
+            };
+            let dir = tmp();
+            let (s, _) = Storage::open_with(&dir, 0, 1, SyncPolicy::Fsync, options).unwrap();
+            s.inner.lock().unwrap().hold = true;
+            let mut clock = VClock::zero(1);
+            // Groups of 20 writes (about 2 KiB each): 30 of them close
+            // about 14 segments.
+            for g in 0..30u64 {
+                let writes: Vec<Write> = (0..20u64)
+                    .map(|j| {
+                        let seq = clock.increment(0);
+                        w(0, &[seq], &format!("k{}", g * 20 + j), "some value text")
+                    })
+                    .collect();
+                s.commit(&group(&writes, &clock, Some(&clock))).unwrap();
+            }
+            let pending = s.inner.lock().unwrap().closed.len();
+            assert!(pending >= 10, "only {pending} closed segments");
+            s.inner.lock().unwrap().hold = false;
+            // One checkpoint of the two oldest, then a restart.
+            assert!(s.maintain().unwrap().is_none(), "nothing had finished");
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while s.checkpointing() {
+                assert!(Instant::now() < deadline, "the checkpoint never ended");
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            let first = reap(&mut s.inner.lock().unwrap(), true).unwrap().unwrap();
+            assert_eq!(first.segments, 2);
+            assert_eq!(s.inner.lock().unwrap().closed.len(), pending - 2);
+            drop(s);
+            let (s, r) = Storage::open_with(&dir, 0, 1, SyncPolicy::Fsync, options).unwrap();
+            assert_eq!(r.boot.delivered, VClock::from_vec(vec![600]));
+            assert_eq!(r.store.len(), 600, "preallocate {preallocate}");
+            drop(s);
+
+            // Without a restart, maintenance works through the backlog two
+            // segments at a time.
+            let dir = tmp();
+            let (s, _) = Storage::open_with(&dir, 0, 1, SyncPolicy::Fsync, options).unwrap();
+            s.inner.lock().unwrap().hold = true;
+            let mut clock = VClock::zero(1);
+            for g in 0..30u64 {
+                let writes: Vec<Write> = (0..20u64)
+                    .map(|j| {
+                        let seq = clock.increment(0);
+                        w(0, &[seq], &format!("k{}", g * 20 + j), "some value text")
+                    })
+                    .collect();
+                s.commit(&group(&writes, &clock, Some(&clock))).unwrap();
+            }
+            let pending = s.inner.lock().unwrap().closed.len();
+            s.inner.lock().unwrap().hold = false;
+            let mut taken = Vec::new();
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while !s.inner.lock().unwrap().closed.is_empty() || s.checkpointing() {
+                assert!(Instant::now() < deadline, "closed segments left behind");
+                taken.extend(s.maintain().unwrap().map(|c| c.segments));
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            taken.extend(
+                reap(&mut s.inner.lock().unwrap(), true)
+                    .unwrap()
+                    .map(|c| c.segments),
+            );
+            assert!(taken.iter().all(|&n| n <= 2), "{taken:?}");
+            assert_eq!(taken.iter().sum::<usize>(), pending, "{taken:?}");
             drop(s);
             let (_, r) = Storage::open_with(&dir, 0, 1, SyncPolicy::Fsync, options).unwrap();
             assert_eq!(r.boot.delivered, VClock::from_vec(vec![600]));
@@ -1007,6 +1117,7 @@ mod tests {
         let options = WalOptions {
             segment_bytes: 2048,
             preallocate: false,
+            ..WalOptions::default()
         };
         let dir = tmp();
         let (s, _) = Storage::open_with(&dir, 0, 2, SyncPolicy::Fsync, options).unwrap();

@@ -40,6 +40,7 @@ pub fn start_node(config: &KvConfig) -> Result<KvNode> {
             let options = WalOptions {
                 segment_bytes: config.wal_segment_bytes,
                 preallocate: config.wal_preallocate,
+                ..WalOptions::default()
             };
             let (s, r) = Storage::open_with(&config.data_dir, me, n, policy, options)?;
             (Some(Arc::new(s)), r)
