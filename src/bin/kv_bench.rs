@@ -1065,11 +1065,15 @@ fn bench_memory(
                                     .collect();
                                 ("txn", serde_json::json!({ "writes": writes }))
                             };
-                            let resp = client
+                            let mut resp = client
                                 .post(format!("{url}/{path}"))
                                 .send_json(&body)
                                 .await
                                 .map_err(|e| e.to_string())?;
+                            // Read to the end, or the connection is closed
+                            // instead of reused, and the load measures
+                            // TCP handshakes.
+                            let _ = resp.body().await;
                             if resp.status() != 200 {
                                 return Err(format!("{path} answered {}", resp.status()));
                             }
