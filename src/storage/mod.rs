@@ -28,13 +28,13 @@
 //! segments back (the oldest, at most `CHECKPOINT_SEGMENTS` at a time, so
 //! that its memory stays bounded when segments close faster than
 //! checkpoints finish) and checkpoints them into the database in one
-//! transaction:
-//! only the winning version of each key, in key order (many writes per
-//! page), only the log entries not yet causally stable (in a healthy cluster
-//! almost none by then), and the clock their last record reached as
-//! `delivered`; then it deletes the segments. Recovery loads the database and replays the remaining segments,
-//! skipping writes the checkpoint clock covers; so after a crash the store,
-//! the clock and the log always agree.
+//! transaction: only the winning version of each key, in key order (many
+//! writes per page), only the log entries not yet causally stable (in a
+//! healthy cluster almost none by then), and the clock their last record
+//! reached as `delivered`; then it deletes the segments. Recovery loads the
+//! database and replays the remaining segments, skipping writes the
+//! checkpoint clock covers; so after a crash the store, the clock and the
+//! log always agree.
 //!
 //! ## The rebuild mark
 //! Every group carries the node's rebuilding flag (`Group::rebuilding`); a
