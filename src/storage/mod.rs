@@ -793,11 +793,7 @@ mod tests {
             }
             // The last checkpoint may still be running: its result comes
             // with the next maintenance.
-            let deadline = Instant::now() + Duration::from_secs(30);
-            while s.checkpointing() {
-                assert!(Instant::now() < deadline, "the checkpoint never ended");
-                std::thread::sleep(Duration::from_millis(5));
-            }
+            wait_checkpoint(&s);
             checkpoints += usize::from(s.maintain().unwrap().is_some());
             drop(s);
             assert!(checkpoints >= 1, "preallocate {preallocate}: no checkpoint");
@@ -825,6 +821,30 @@ mod tests {
         wal::segments(dir).unwrap().len()
     }
 
+    /// Commits 30 groups of 20 writes to 600 keys (about 2 KiB a group: with
+    /// 4 KiB segments, a segment closes every other commit).
+    fn commit_600_keys(s: &Storage) {
+        let mut clock = VClock::zero(1);
+        for g in 0..30u64 {
+            let writes: Vec<Write> = (0..20u64)
+                .map(|j| {
+                    let seq = clock.increment(0);
+                    w(0, &[seq], &format!("k{}", g * 20 + j), "some value text")
+                })
+                .collect();
+            s.commit(&group(&writes, &clock, Some(&clock))).unwrap();
+        }
+    }
+
+    /// Waits (with a deadline) until no background checkpoint runs.
+    fn wait_checkpoint(s: &Storage) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while s.checkpointing() {
+            assert!(Instant::now() < deadline, "the checkpoint never ended");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
     #[test]
     fn an_idle_node_checkpoints_what_its_last_commits_closed() {
         for preallocate in [true, false] {
@@ -835,18 +855,8 @@ mod tests {
             };
             let dir = tmp();
             let (s, _) = Storage::open_with(&dir, 0, 1, SyncPolicy::Fsync, options).unwrap();
-            let mut clock = VClock::zero(1);
-            // Groups of 20 writes (about 2 KiB each) close a segment every
-            // other commit, faster than checkpoints finish.
-            for g in 0..30u64 {
-                let writes: Vec<Write> = (0..20u64)
-                    .map(|j| {
-                        let seq = clock.increment(0);
-                        w(0, &[seq], &format!("k{}", g * 20 + j), "some value text")
-                    })
-                    .collect();
-                s.commit(&group(&writes, &clock, Some(&clock))).unwrap();
-            }
+            // Faster than checkpoints finish.
+            commit_600_keys(&s);
             // No more commits: maintenance alone takes every closed segment
             // (a preallocated log closes segments while a checkpoint runs,
             // so without it the last ones would stay; with it disabled this
@@ -880,28 +890,13 @@ mod tests {
             let dir = tmp();
             let (s, _) = Storage::open_with(&dir, 0, 1, SyncPolicy::Fsync, options).unwrap();
             s.inner.lock().unwrap().hold = true;
-            let mut clock = VClock::zero(1);
-            // Groups of 20 writes (about 2 KiB each): 30 of them close
-            // about 14 segments.
-            for g in 0..30u64 {
-                let writes: Vec<Write> = (0..20u64)
-                    .map(|j| {
-                        let seq = clock.increment(0);
-                        w(0, &[seq], &format!("k{}", g * 20 + j), "some value text")
-                    })
-                    .collect();
-                s.commit(&group(&writes, &clock, Some(&clock))).unwrap();
-            }
+            commit_600_keys(&s);
             let pending = s.inner.lock().unwrap().closed.len();
             assert!(pending >= 10, "only {pending} closed segments");
             s.inner.lock().unwrap().hold = false;
             // One checkpoint of the two oldest, then a restart.
             assert!(s.maintain().unwrap().is_none(), "nothing had finished");
-            let deadline = Instant::now() + Duration::from_secs(30);
-            while s.checkpointing() {
-                assert!(Instant::now() < deadline, "the checkpoint never ended");
-                std::thread::sleep(Duration::from_millis(5));
-            }
+            wait_checkpoint(&s);
             let first = reap(&mut s.inner.lock().unwrap(), true).unwrap().unwrap();
             assert_eq!(first.segments, 2);
             assert_eq!(s.inner.lock().unwrap().closed.len(), pending - 2);
@@ -910,22 +905,14 @@ mod tests {
             assert_eq!(r.boot.delivered, VClock::from_vec(vec![600]));
             assert_eq!(r.store.len(), 600, "preallocate {preallocate}");
             drop(s);
+            let _ = std::fs::remove_dir_all(&dir);
 
             // Without a restart, maintenance works through the backlog two
             // segments at a time.
             let dir = tmp();
             let (s, _) = Storage::open_with(&dir, 0, 1, SyncPolicy::Fsync, options).unwrap();
             s.inner.lock().unwrap().hold = true;
-            let mut clock = VClock::zero(1);
-            for g in 0..30u64 {
-                let writes: Vec<Write> = (0..20u64)
-                    .map(|j| {
-                        let seq = clock.increment(0);
-                        w(0, &[seq], &format!("k{}", g * 20 + j), "some value text")
-                    })
-                    .collect();
-                s.commit(&group(&writes, &clock, Some(&clock))).unwrap();
-            }
+            commit_600_keys(&s);
             let pending = s.inner.lock().unwrap().closed.len();
             s.inner.lock().unwrap().hold = false;
             let mut taken = Vec::new();
