@@ -24,8 +24,9 @@
 //! our test machine, a redb transaction of 64 random keys cost about 6 ms
 //! (copy-on-write pages of a B-tree), which capped durable puts far below the
 //! in-memory rate; the log append costs one small sync. Every 8 MiB the log
-//! rolls to a new segment and a background thread reads the closed
-//! segments back (the oldest, at most `CHECKPOINT_SEGMENTS` at a time, so
+//! rolls to a new segment. Once the log has taken no record for
+//! `CHECKPOINT_QUIET` (or `CHECKPOINT_BACKLOG` closed segments wait, under
+//! sustained writes), a background thread reads the closed segments back (the oldest, at most `CHECKPOINT_SEGMENTS` at a time, so
 //! that its memory stays bounded when segments close faster than
 //! checkpoints finish) and checkpoints them into the database in one
 //! transaction: only the winning version of each key, in key order (many
@@ -143,6 +144,14 @@ pub const SEGMENT_BYTES: u64 = 8 * 1024 * 1024;
 /// Most closed segments one checkpoint reads back and folds in memory.
 pub const CHECKPOINT_SEGMENTS: usize = 4;
 
+/// How long the log must have taken no record before a checkpoint starts
+/// while fewer than `CHECKPOINT_BACKLOG` closed segments wait.
+pub const CHECKPOINT_QUIET: Duration = Duration::from_millis(250);
+
+/// Closed segments past which a checkpoint starts whether or not the log
+/// is quiet.
+pub const CHECKPOINT_BACKLOG: usize = 8;
+
 /// How the write-ahead log is laid out on disk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct WalOptions {
@@ -156,6 +165,16 @@ pub struct WalOptions {
     /// its memory when segments closed faster than checkpoints finished
     /// (the rest wait for the next one).
     pub checkpoint_segments: usize,
+    /// A checkpoint waits until no record has been logged for this long:
+    /// its database commit and the log's `fdatasync` then do not share the
+    /// disk's queue, where one slow sync held every put of its group (see
+    /// docs/durability.md). Zero starts checkpoints as soon as a segment
+    /// closes.
+    pub checkpoint_quiet: Duration,
+    /// Closed segments past which a checkpoint starts even while writes
+    /// keep coming: what bounds the log on disk (and a restart's replay)
+    /// under sustained load.
+    pub checkpoint_backlog: usize,
 }
 
 impl Default for WalOptions {
@@ -164,6 +183,8 @@ impl Default for WalOptions {
             segment_bytes: SEGMENT_BYTES,
             preallocate: true,
             checkpoint_segments: CHECKPOINT_SEGMENTS,
+            checkpoint_quiet: CHECKPOINT_QUIET,
+            checkpoint_backlog: CHECKPOINT_BACKLOG,
         }
     }
 }
@@ -189,6 +210,10 @@ struct Inner {
     closed: VecDeque<(u64, VClock, bool)>,
     segment_bytes: u64,
     checkpoint_segments: usize,
+    checkpoint_quiet: Duration,
+    checkpoint_backlog: usize,
+    /// When the last record went to the log.
+    last_append: Instant,
     /// Tests hold checkpoints back to let closed segments pile up.
     #[cfg(test)]
     hold: bool,
@@ -334,6 +359,9 @@ impl Storage {
                 closed: VecDeque::new(),
                 segment_bytes,
                 checkpoint_segments: options.checkpoint_segments.max(1),
+                checkpoint_quiet: options.checkpoint_quiet,
+                checkpoint_backlog: options.checkpoint_backlog.max(1),
+                last_append: Instant::now(),
                 #[cfg(test)]
                 hold: false,
                 rebuilding: recovered.boot.rebuilding,
@@ -496,6 +524,7 @@ impl Storage {
             stats.bytes = record.len();
             let segment = inner.wal.segment();
             stats.fsync = inner.wal.append(&record)?;
+            inner.last_append = Instant::now();
             if inner.wal.segment() != segment {
                 // The log moved on before this record: the closed segment
                 // ends with the previous one.
@@ -532,9 +561,10 @@ impl Storage {
     }
 
     /// Starts a background checkpoint of the oldest closed segments not yet
-    /// taken, at most `checkpoint_segments` of them (none is running). A
-    /// preallocated log moves to its next segment by itself when one is
-    /// full; a plain one is rolled here.
+    /// taken, at most `checkpoint_segments` of them (none is running), once
+    /// the log has been quiet for `checkpoint_quiet` or `checkpoint_backlog`
+    /// segments wait. A preallocated log moves to its next segment by
+    /// itself when one is full; a plain one is rolled here.
     fn start_checkpoint(&self, inner: &mut Inner) -> Result<()> {
         if inner.wal.bytes() >= inner.segment_bytes {
             let segment = inner.wal.rotate()?;
@@ -543,6 +573,11 @@ impl Storage {
         }
         #[cfg(test)]
         if inner.hold {
+            return Ok(());
+        }
+        if inner.closed.len() < inner.checkpoint_backlog
+            && inner.last_append.elapsed() < inner.checkpoint_quiet
+        {
             return Ok(());
         }
         let take = inner.closed.len().min(inner.checkpoint_segments);
@@ -772,9 +807,11 @@ mod tests {
     #[test]
     fn checkpoints_move_the_log_into_the_database_and_recovery_combines_both() {
         for preallocate in [true, false] {
+            // Checkpoints start as soon as segments close.
             let options = WalOptions {
                 segment_bytes: 2048,
                 preallocate,
+                checkpoint_quiet: Duration::ZERO,
                 ..WalOptions::default()
             };
             let dir = tmp();
@@ -875,6 +912,91 @@ mod tests {
         }
     }
 
+    /// Closed segments wait for a quiet log, unless too many of them wait.
+    #[test]
+    fn a_checkpoint_waits_for_a_quiet_log_or_a_full_backlog() {
+        let quiet = Duration::from_millis(300);
+        let options = WalOptions {
+            segment_bytes: 4096,
+            checkpoint_quiet: quiet,
+            checkpoint_backlog: 1000,
+            ..WalOptions::default()
+        };
+        let dir = tmp();
+        let (s, _) = Storage::open_with(&dir, 0, 1, SyncPolicy::Fsync, options).unwrap();
+        commit_600_keys(&s);
+        let closed = s.inner.lock().unwrap().closed.len();
+        assert!(closed >= 10, "only {closed} closed segments");
+        // Under writes (and right after them) nothing was checkpointed.
+        let last = s.inner.lock().unwrap().last_append;
+        assert!(s.maintain().unwrap().is_none());
+        if last.elapsed() < quiet {
+            assert!(!s.checkpointing(), "a checkpoint started under writes");
+            assert_eq!(s.inner.lock().unwrap().closed.len(), closed);
+        }
+        // Once the log is quiet, maintenance works through them all.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !s.inner.lock().unwrap().closed.is_empty() || s.checkpointing() {
+            assert!(Instant::now() < deadline, "closed segments left behind");
+            s.maintain().unwrap();
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert!(last.elapsed() >= quiet);
+        drop(s);
+        let (_, r) = Storage::open_with(&dir, 0, 1, SyncPolicy::Fsync, options).unwrap();
+        assert_eq!(r.store.len(), 600);
+        let _ = std::fs::remove_dir_all(&dir);
+
+        // With a backlog of 3, writes that never pause still get their
+        // segments checkpointed, and never more than 3 wait for long.
+        let options = WalOptions {
+            checkpoint_quiet: Duration::from_secs(3600),
+            checkpoint_backlog: 3,
+            ..options
+        };
+        let dir = tmp();
+        let (s, _) = Storage::open_with(&dir, 0, 1, SyncPolicy::Fsync, options).unwrap();
+        let mut clock = VClock::zero(1);
+        let mut started = false;
+        for g in 0..100u64 {
+            let writes: Vec<Write> = (0..20u64)
+                .map(|j| {
+                    let seq = clock.increment(0);
+                    w(0, &[seq], &format!("k{}", g * 20 + j), "some value text")
+                })
+                .collect();
+            let waiting = s.inner.lock().unwrap().closed.len();
+            s.commit(&group(&writes, &clock, Some(&clock))).unwrap();
+            let running = s.checkpointing() || s.inner.lock().unwrap().closed.len() < waiting;
+            if !started && running {
+                // The first checkpoint starts once 3 segments wait (this
+                // commit may have closed the third).
+                assert!(
+                    waiting + 1 >= 3,
+                    "a checkpoint started with {waiting} waiting"
+                );
+                started = true;
+            }
+        }
+        assert!(started, "no checkpoint under sustained writes");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while s.inner.lock().unwrap().closed.len() >= 3 || s.checkpointing() {
+            assert!(Instant::now() < deadline, "the backlog never shrank");
+            s.maintain().unwrap();
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        // Fewer than 3 wait, and they keep waiting (the log is not quiet
+        // for an hour).
+        let waiting = s.inner.lock().unwrap().closed.len();
+        s.maintain().unwrap();
+        assert!(!s.checkpointing());
+        assert_eq!(s.inner.lock().unwrap().closed.len(), waiting);
+        drop(s);
+        let (_, r) = Storage::open_with(&dir, 0, 1, SyncPolicy::Fsync, options).unwrap();
+        assert_eq!(r.store.len(), 2000);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
     /// Segments that closed while checkpoints were held back are taken a
     /// few at a time, oldest first, each checkpoint claiming the clock of
     /// its own last segment: a restart between two of them replays the
@@ -886,6 +1008,8 @@ mod tests {
                 segment_bytes: 4096,
                 preallocate,
                 checkpoint_segments: 2,
+                checkpoint_quiet: Duration::ZERO,
+                ..WalOptions::default()
             };
             let dir = tmp();
             let (s, _) = Storage::open_with(&dir, 0, 1, SyncPolicy::Fsync, options).unwrap();

@@ -27,9 +27,10 @@ use crate::storage::Storage;
 
 /// How often the core is told the time (it times out context waits).
 const TICK: Duration = Duration::from_millis(50);
-/// How often an idle node's storage is asked to checkpoint closed log
-/// segments that no commit has picked up (`Storage::maintain`).
-const MAINTAIN_EVERY: Duration = Duration::from_secs(1);
+/// How often the storage is asked to checkpoint closed log segments that no
+/// commit has picked up (`Storage::maintain`): checkpoints wait for a quiet
+/// log, and only this notices that the log has gone quiet.
+const MAINTAIN_EVERY: Duration = Duration::from_millis(100);
 
 /// Where the core's effects go (replicators by node id; `None` for us).
 pub struct ClockPeers {

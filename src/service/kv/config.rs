@@ -38,6 +38,10 @@ pub struct KvConfig {
     pub wal_segment_bytes: u64,
     /// Zero-fill log segments ahead of use (see `storage::wal`).
     pub wal_preallocate: bool,
+    /// How long the log must be quiet before a checkpoint starts.
+    pub checkpoint_quiet_ms: u64,
+    /// Closed segments past which a checkpoint starts regardless.
+    pub checkpoint_backlog: usize,
 }
 
 impl std::fmt::Debug for KvConfig {
@@ -63,6 +67,8 @@ impl std::fmt::Debug for KvConfig {
             .field("durability", &self.durability)
             .field("wal_segment_bytes", &self.wal_segment_bytes)
             .field("wal_preallocate", &self.wal_preallocate)
+            .field("checkpoint_quiet_ms", &self.checkpoint_quiet_ms)
+            .field("checkpoint_backlog", &self.checkpoint_backlog)
             .finish()
     }
 }
@@ -90,6 +96,8 @@ impl KvConfig {
             durability: crate::storage::SyncPolicy::Fsync,
             wal_segment_bytes: crate::storage::SEGMENT_BYTES,
             wal_preallocate: true,
+            checkpoint_quiet_ms: crate::storage::CHECKPOINT_QUIET.as_millis() as u64,
+            checkpoint_backlog: crate::storage::CHECKPOINT_BACKLOG,
         }
     }
 
@@ -100,6 +108,9 @@ impl KvConfig {
                 "WAL_SEGMENT_BYTES must be from 4096 to 1073741824, got {}",
                 self.wal_segment_bytes
             )));
+        }
+        if self.checkpoint_backlog == 0 {
+            return Err(Error::config("CHECKPOINT_BACKLOG must be at least 1"));
         }
         if self.node_id >= self.peers.len() {
             return Err(Error::config(format!(
@@ -161,6 +172,8 @@ impl KvConfig {
     /// | `DURABILITY` | `fsync` (group commit, fsync before ack), `eventual` (no fsync before ack), `memory` (nothing on disk) | `fsync` |
     /// | `WAL_SEGMENT_BYTES` | log segment size; past it the log rolls and checkpoints in the background | 8388608 |
     /// | `WAL_PREALLOCATE` | zero-fill each segment ahead of use, so a commit's `fdatasync` needs no journal commit | `true` |
+    /// | `CHECKPOINT_QUIET_MS` | how long the log must have taken no write before closed segments are checkpointed (0: at once) | 250 |
+    /// | `CHECKPOINT_BACKLOG` | closed segments past which a checkpoint starts even while writes keep coming | 8 |
     pub fn from_env() -> Result<Self> {
         let node_id: usize = required("NODE_ID")?;
         let peers = parse_peers(&required::<String>("PEERS")?)?;
@@ -187,6 +200,8 @@ impl KvConfig {
             durability: parse_or("DURABILITY", d.durability)?,
             wal_segment_bytes: parse_or("WAL_SEGMENT_BYTES", d.wal_segment_bytes)?,
             wal_preallocate: parse_or("WAL_PREALLOCATE", d.wal_preallocate)?,
+            checkpoint_quiet_ms: parse_or("CHECKPOINT_QUIET_MS", d.checkpoint_quiet_ms)?,
+            checkpoint_backlog: parse_or("CHECKPOINT_BACKLOG", d.checkpoint_backlog)?,
             ..d
         };
         config.validate()?;
@@ -254,6 +269,25 @@ mod tests {
             "0",
         ] {
             assert!(parse_peers(bad).is_err(), "{bad:?} should be rejected");
+        }
+    }
+
+    #[test]
+    fn the_log_settings_are_checked() {
+        let peers = vec!["http://a:5000".to_string(), "http://b:5000".to_string()];
+        let ok = KvConfig::new(0, peers, "secret".into());
+        assert!(ok.validate().is_ok());
+        for bad in [
+            KvConfig {
+                checkpoint_backlog: 0,
+                ..ok.clone()
+            },
+            KvConfig {
+                wal_segment_bytes: 100,
+                ..ok.clone()
+            },
+        ] {
+            assert!(bad.validate().is_err(), "{bad:?}");
         }
     }
 }

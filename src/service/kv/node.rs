@@ -40,6 +40,8 @@ pub fn start_node(config: &KvConfig) -> Result<KvNode> {
             let options = WalOptions {
                 segment_bytes: config.wal_segment_bytes,
                 preallocate: config.wal_preallocate,
+                checkpoint_quiet: Duration::from_millis(config.checkpoint_quiet_ms),
+                checkpoint_backlog: config.checkpoint_backlog,
                 ..WalOptions::default()
             };
             let (s, r) = Storage::open_with(&config.data_dir, me, n, policy, options)?;
