@@ -61,26 +61,39 @@ pub struct GetDone {
     pub context: VClock,
 }
 
-/// A transaction's reads and the check of its writes. Sent by `KvNode` to
-/// `StoreActor`, which waits for `context` (bounded by its timeout), then,
-/// in one handler run (so from one causally consistent state, with no
-/// write applied halfway), reads `keys` and refuses with 409 if an
-/// operation of `ops` is on a key of the other kind.
+/// A transaction, from `KvNode` to `StoreActor`, which waits for `context`
+/// (bounded by its timeout), then, in one handler run (so from one causally
+/// consistent state, with no write applied halfway), reads `keys` and
+/// refuses with 409 if an operation of `ops` is on a key of the other kind;
+/// then it hands `ops` to `ClockActor` as a `Put` itself and answers once
+/// the write is durable and applied. One crossing from the HTTP worker's
+/// thread to the actors' thread and one back, whatever the transaction.
 #[derive(Message)]
-#[rtype(result = "Result<ReadDone>")]
-pub struct Read {
+#[rtype(result = "Result<TxnDone>")]
+pub struct Transact {
     pub keys: Vec<String>,
     pub ops: Vec<Op>,
     pub context: Option<VClock>,
 }
 
-/// The answer to `Read`: the versions of `keys`, in order, the applied
-/// clock they were read at, and the operations to write, handed back.
+/// What a transaction (or a single put or increment) did.
 #[derive(Debug, Clone)]
-pub struct ReadDone {
+pub struct TxnDone {
+    /// The versions of the keys read, in the order asked.
     pub versions: Vec<Option<Versioned>>,
+    /// The clock of the write, if there were operations to write.
+    pub written: Option<VClock>,
+    /// The client's new causal context: the store's clock after the write
+    /// (or at the reads, for a read-only transaction).
     pub context: VClock,
-    pub ops: Vec<Op>,
+}
+
+impl TxnDone {
+    /// The clock to answer with: the write's, or for a read-only
+    /// transaction the clock the reads saw.
+    pub fn vc(&self) -> VClock {
+        self.written.clone().unwrap_or_else(|| self.context.clone())
+    }
 }
 
 /// A durable group to make visible, in causal order: first the snapshot's

@@ -23,14 +23,15 @@ use prometheus::Registry;
 
 pub use buffer::DeliveryBufferActor;
 pub use clock::ClockActor;
+pub use messages::TxnDone;
 pub use metrics::KvMetrics;
 pub use replicator::ReplicatorActor;
 pub use store::StoreActor;
 
 use self::messages::{
-    GetBufferView, GetClockView, GetPeerView, GetStoreSnapshot, Put, Read, SetFault, Stop,
+    GetBufferView, GetClockView, GetPeerView, GetStoreSnapshot, SetFault, Stop, Transact,
 };
-use crate::causal::{Op, Snapshot, VClock, Versioned};
+use crate::causal::{Op, Snapshot, VClock};
 use crate::error::{Error, Result};
 use crate::wire::kv::{FaultRequest, StatusResponse, StoredValue, ValueKind};
 
@@ -48,26 +49,6 @@ macro_rules! stop_on_request {
 }
 
 stop_on_request!(ClockActor, StoreActor, DeliveryBufferActor, ReplicatorActor);
-
-/// What a transaction (or a single put or increment) did.
-#[derive(Debug, Clone)]
-pub struct TxnDone {
-    /// The versions of the keys read, in the order asked.
-    pub versions: Vec<Option<Versioned>>,
-    /// The clock of the write, if there were operations to write.
-    pub written: Option<VClock>,
-    /// The client's new causal context: the store's clock after the write
-    /// (or at the reads, for a read-only transaction).
-    pub context: VClock,
-}
-
-impl TxnDone {
-    /// The clock to answer with: the write's, or for a read-only
-    /// transaction the clock the reads saw.
-    pub fn vc(&self) -> VClock {
-        self.written.clone().unwrap_or_else(|| self.context.clone())
-    }
-}
 
 /// The running actors of one node.
 #[derive(Clone)]
@@ -140,28 +121,12 @@ impl KvNode {
         ops: Vec<Op>,
         context: Option<VClock>,
     ) -> Result<TxnDone> {
-        let read = self.store.send(Read { keys, ops, context }).await??;
-        if read.ops.is_empty() {
-            return Ok(TxnDone {
-                versions: read.versions,
-                written: None,
-                context: read.context,
-            });
+        let increments = ops.iter().filter(|op| op.is_incr()).count();
+        let done = self.store.send(Transact { keys, ops, context }).await??;
+        if done.written.is_some() {
+            self.metrics.increments.inc_by(increments as u64);
         }
-        let increments = read.ops.iter().filter(|op| op.is_incr()).count();
-        let done = self
-            .clock
-            .send(Put {
-                ops: read.ops,
-                context: Some(read.context),
-            })
-            .await??;
-        self.metrics.increments.inc_by(increments as u64);
-        Ok(TxnDone {
-            versions: read.versions,
-            written: Some(done.vc),
-            context: done.context,
-        })
+        Ok(done)
     }
 
     /// A consistent snapshot of the store (durable writes only), for a peer

@@ -17,7 +17,8 @@ use actix::prelude::*;
 use tokio::sync::oneshot;
 
 use super::messages::{
-    Apply, Get, GetDone, GetStoreSnapshot, NodeReady, PutDone, Read, ReadDone, StoreSnapshot,
+    Apply, Get, GetDone, GetStoreSnapshot, NodeReady, Put, PutDone, StoreSnapshot, Transact,
+    TxnDone,
 };
 use super::metrics::KvMetrics;
 use crate::causal::session::Waiters;
@@ -26,6 +27,8 @@ use crate::error::{Error, Result};
 
 pub struct StoreActor {
     store: Store,
+    /// Where a transaction's write goes once checked.
+    clock: Recipient<Put>,
     waiters: Waiters<oneshot::Sender<()>>,
     wait_timeout: Duration,
     ready: bool,
@@ -35,12 +38,14 @@ pub struct StoreActor {
 impl StoreActor {
     pub fn new(
         store: Store,
+        clock: Recipient<Put>,
         wait_timeout: Duration,
         max_waiters: usize,
         metrics: KvMetrics,
     ) -> Self {
         StoreActor {
             store,
+            clock,
             waiters: Waiters::new(max_waiters),
             wait_timeout,
             ready: false,
@@ -167,25 +172,47 @@ impl Handler<Get> for StoreActor {
     }
 }
 
-impl Handler<Read> for StoreActor {
-    type Result = ResponseActFuture<Self, Result<ReadDone>>;
+impl Handler<Transact> for StoreActor {
+    type Result = ResponseActFuture<Self, Result<TxnDone>>;
 
-    fn handle(&mut self, msg: Read, _: &mut Self::Context) -> Self::Result {
+    fn handle(&mut self, msg: Transact, _: &mut Self::Context) -> Self::Result {
         let wait = match self.after_context(msg.context) {
             Ok(wait) => wait,
             Err(e) => return Box::pin(actix::fut::ready(Err(e))),
         };
-        let Read { keys, ops, .. } = msg;
-        // Everything below runs in one go once the wait is over: no `Apply`
-        // can come between two of the reads.
-        Box::pin(wait.into_actor(self).map(move |res, act, _| {
+        let Transact { keys, ops, .. } = msg;
+        let clock = self.clock.clone();
+        // The reads and the check run in one go once the wait is over: no
+        // `Apply` can come between two of them.
+        let read = wait.into_actor(self).map(move |res, act, _| {
             res?;
             act.store.check_kinds(&ops)?;
-            Ok(ReadDone {
-                versions: keys.iter().map(|k| act.store.get(k).cloned()).collect(),
-                context: act.store.applied().clone(),
-                ops,
-            })
+            let versions = keys.iter().map(|k| act.store.get(k).cloned()).collect();
+            Ok((versions, act.store.applied().clone(), ops))
+        });
+        Box::pin(read.then(move |read: Result<(Vec<_>, VClock, _)>, act, _| {
+            async move {
+                let (versions, context, ops) = read?;
+                if ops.is_empty() {
+                    return Ok(TxnDone {
+                        versions,
+                        written: None,
+                        context,
+                    });
+                }
+                // Stamped after everything read.
+                let put = Put {
+                    ops,
+                    context: Some(context),
+                };
+                let done = clock.send(put).await??;
+                Ok(TxnDone {
+                    versions,
+                    written: Some(done.vc),
+                    context: done.context,
+                })
+            }
+            .into_actor(act)
         }))
     }
 }

@@ -78,7 +78,14 @@ pub fn start_node(config: &KvConfig) -> Result<KvNode> {
     // first so its address exists before it starts.
     let clock_ctx: Context<ClockActor> = Context::new();
     let clock = clock_ctx.address();
-    let store = StoreActor::new(store, wait_timeout, MAX_WAITERS, metrics.clone()).start();
+    let store = StoreActor::new(
+        store,
+        clock.clone().recipient(),
+        wait_timeout,
+        MAX_WAITERS,
+        metrics.clone(),
+    )
+    .start();
     let buffer = DeliveryBufferActor::new(
         me,
         delivered,
