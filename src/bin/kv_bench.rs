@@ -310,12 +310,33 @@ fn dir_bytes(dir: &std::path::Path) -> u64 {
     dir_files(dir).iter().map(|(_, len)| len).sum()
 }
 
-/// Write-ahead log segments in a node's data directory (any depth).
-fn wal_segments(dir: &std::path::Path) -> usize {
-    dir_files(dir)
+/// Closed write-ahead log segments in a node's data directory: those
+/// numbered below the newest segment holding a record. (The segments after
+/// it are zero-filled spares; a preallocated log's open segment holds a
+/// record from the moment it is opened.)
+fn closed_segments(dir: &std::path::Path) -> usize {
+    let mut segments: Vec<std::path::PathBuf> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| {
+            p.file_name()
+                .map(|n| n.to_string_lossy())
+                .is_some_and(|n| n.starts_with("wal-") && n.ends_with(".log"))
+        })
+        .collect();
+    segments.sort();
+    let holds_a_record = |p: &std::path::Path| {
+        let mut first = [0u8; 4];
+        std::fs::File::open(p)
+            .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut first))
+            .is_ok_and(|_| first != [0; 4])
+    };
+    segments
         .iter()
-        .filter(|(name, _)| name.starts_with("wal-") && name.ends_with(".log"))
-        .count()
+        .rposition(|p| holds_a_record(p))
+        .unwrap_or(0)
 }
 
 /// Every file under `dir` (any depth): its name and size.
@@ -1123,13 +1144,14 @@ fn bench_memory(
         agreed.ok_or_else(|| "no convergence".to_string())
     })?;
     // Then until the background checkpoints have taken every closed log
-    // segment (what is left: the open one and, preallocated, the next), so
-    // that memory and disk are measured at rest, not mid-checkpoint.
+    // segment (what is left: the open one and, preallocated, the spare
+    // ones), so that memory and disk are measured at rest, not
+    // mid-checkpoint.
     let settle = Instant::now();
     let dirs: Vec<_> = (0..urls.len())
         .map(|i| nodes.data.join(format!("node{i}")))
         .collect();
-    while dirs.iter().any(|d| wal_segments(d) > 2) {
+    while dirs.iter().any(|d| closed_segments(d) > 0) {
         if settle.elapsed() > Duration::from_secs(120) {
             return Err("checkpoints did not catch up within 120 s".into());
         }

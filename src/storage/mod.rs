@@ -152,6 +152,10 @@ pub const CHECKPOINT_QUIET: Duration = Duration::from_millis(250);
 /// is quiet.
 pub const CHECKPOINT_BACKLOG: usize = 8;
 
+/// Zero-filled segments a preallocated log keeps ready, refilled while the
+/// log is quiet.
+pub const SPARE_SEGMENTS: usize = 4;
+
 /// How the write-ahead log is laid out on disk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct WalOptions {
@@ -175,6 +179,10 @@ pub struct WalOptions {
     /// keep coming: what bounds the log on disk (and a restart's replay)
     /// under sustained load.
     pub checkpoint_backlog: usize,
+    /// Zero-filled segments a preallocated log keeps ready; they are
+    /// refilled only once the log has been quiet for `checkpoint_quiet`, so
+    /// writes that pause now and then never wait on a fill's disk traffic.
+    pub spare_segments: usize,
 }
 
 impl Default for WalOptions {
@@ -185,6 +193,7 @@ impl Default for WalOptions {
             checkpoint_segments: CHECKPOINT_SEGMENTS,
             checkpoint_quiet: CHECKPOINT_QUIET,
             checkpoint_backlog: CHECKPOINT_BACKLOG,
+            spare_segments: SPARE_SEGMENTS,
         }
     }
 }
@@ -305,7 +314,8 @@ impl Storage {
         } else {
             0
         };
-        let (wal, segments) = Wal::open(dir, policy == SyncPolicy::Fsync, prealloc)?;
+        let (mut wal, segments) = Wal::open(dir, policy == SyncPolicy::Fsync, prealloc)?;
+        wal.set_spares(options.spare_segments);
 
         // Replay what the last checkpoint does not cover.
         let covered = recovered.boot.delivered.clone();
@@ -563,21 +573,24 @@ impl Storage {
     /// Starts a background checkpoint of the oldest closed segments not yet
     /// taken, at most `checkpoint_segments` of them (none is running), once
     /// the log has been quiet for `checkpoint_quiet` or `checkpoint_backlog`
-    /// segments wait. A preallocated log moves to its next segment by
-    /// itself when one is full; a plain one is rolled here.
+    /// segments wait; a quiet log also gets its spare segments refilled. A
+    /// preallocated log moves to its next segment by itself when one is
+    /// full; a plain one is rolled here.
     fn start_checkpoint(&self, inner: &mut Inner) -> Result<()> {
         if inner.wal.bytes() >= inner.segment_bytes {
             let segment = inner.wal.rotate()?;
             let (clock, rebuilding) = inner.written.clone();
             inner.closed.push_back((segment, clock, rebuilding));
         }
+        let quiet = inner.last_append.elapsed() >= inner.checkpoint_quiet;
+        if quiet {
+            inner.wal.top_up()?;
+        }
         #[cfg(test)]
         if inner.hold {
             return Ok(());
         }
-        if inner.closed.len() < inner.checkpoint_backlog
-            && inner.last_append.elapsed() < inner.checkpoint_quiet
-        {
+        if inner.closed.len() < inner.checkpoint_backlog && !quiet {
             return Ok(());
         }
         let take = inner.closed.len().min(inner.checkpoint_segments);
@@ -832,9 +845,9 @@ mod tests {
             // with the next maintenance.
             wait_checkpoint(&s);
             checkpoints += usize::from(s.maintain().unwrap().is_some());
+            let segments = logged_segments(&s, &dir);
             drop(s);
             assert!(checkpoints >= 1, "preallocate {preallocate}: no checkpoint");
-            let segments = wal_segments(&dir);
             assert!(
                 segments <= 4,
                 "checkpointed segments are deleted ({segments} left)"
@@ -854,8 +867,11 @@ mod tests {
         }
     }
 
-    fn wal_segments(dir: &Path) -> usize {
-        wal::segments(dir).unwrap().len()
+    /// Segment files up to the current one (not the spare ones after it).
+    fn logged_segments(s: &Storage, dir: &Path) -> usize {
+        let current = s.inner.lock().unwrap().wal.segment();
+        let all = wal::segments(dir).unwrap();
+        all.into_iter().filter(|&n| n <= current).count()
     }
 
     /// Commits 30 groups of 20 writes to 600 keys (about 2 KiB a group: with
@@ -899,7 +915,7 @@ mod tests {
             // so without it the last ones would stay; with it disabled this
             // loop runs into its deadline).
             let deadline = Instant::now() + Duration::from_secs(30);
-            while wal_segments(&dir) > 2 || s.checkpointing() {
+            while logged_segments(&s, &dir) > 2 || s.checkpointing() {
                 assert!(Instant::now() < deadline, "closed segments left behind");
                 s.maintain().unwrap();
                 std::thread::sleep(Duration::from_millis(5));
@@ -927,12 +943,14 @@ mod tests {
         commit_600_keys(&s);
         let closed = s.inner.lock().unwrap().closed.len();
         assert!(closed >= 10, "only {closed} closed segments");
-        // Under writes (and right after them) nothing was checkpointed.
+        // Under writes (and right after them) nothing was checkpointed, and
+        // no more than the one segment after the current was filled.
         let last = s.inner.lock().unwrap().last_append;
         assert!(s.maintain().unwrap().is_none());
         if last.elapsed() < quiet {
             assert!(!s.checkpointing(), "a checkpoint started under writes");
             assert_eq!(s.inner.lock().unwrap().closed.len(), closed);
+            assert!(s.inner.lock().unwrap().wal.spare() <= 1);
         }
         // Once the log is quiet, maintenance works through them all.
         let deadline = Instant::now() + Duration::from_secs(30);
@@ -942,6 +960,15 @@ mod tests {
             std::thread::sleep(Duration::from_millis(5));
         }
         assert!(last.elapsed() >= quiet);
+        // And the spare segments are refilled.
+        while s.inner.lock().unwrap().wal.spare() < SPARE_SEGMENTS {
+            assert!(
+                Instant::now() < deadline,
+                "the spare segments were not refilled"
+            );
+            s.maintain().unwrap();
+            std::thread::sleep(Duration::from_millis(5));
+        }
         drop(s);
         let (_, r) = Storage::open_with(&dir, 0, 1, SyncPolicy::Fsync, options).unwrap();
         assert_eq!(r.store.len(), 600);

@@ -15,6 +15,9 @@
 //! dirty data, such as a checkpoint's database pages. When a record does not
 //! fit in what is left, the log moves to the next, already zeroed, segment.
 //! A record larger than a whole segment is still written, past its end.
+//! Up to `set_spares` zeroed segments are kept ready: the storage refills
+//! them (`top_up`) while the log is quiet, and only a log that has used
+//! them all fills the next one under load.
 //!
 //! On open, every segment is read in order. A zero length ends a segment's
 //! records; after them, zeros are the unused part of a preallocated segment.
@@ -24,6 +27,7 @@
 //! reported); in an older segment it is corruption, and opening fails rather
 //! than skipping acknowledged writes.
 
+use std::collections::VecDeque;
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Write as _};
 use std::os::unix::fs::FileExt;
@@ -53,8 +57,13 @@ pub struct Wal {
     sync: bool,
     /// Size each new segment is zero-filled to; 0 for plain appends.
     prealloc: u64,
-    /// The next segment, being zero-filled in the background.
-    next: Option<JoinHandle<Result<File>>>,
+    /// Zero-filled segments ready for use, numbered from `segment + 1`.
+    spare: VecDeque<File>,
+    /// The segment after the spare ones, being zero-filled in the
+    /// background.
+    filling: Option<JoinHandle<Result<File>>>,
+    /// How many spare segments `top_up` keeps ready.
+    spares: usize,
 }
 
 fn segment_path(dir: &Path, n: u64) -> PathBuf {
@@ -201,9 +210,11 @@ impl Wal {
             bytes: 0,
             sync,
             prealloc,
-            next: None,
+            spare: VecDeque::new(),
+            filling: None,
+            spares: 1,
         };
-        wal.prepare_next();
+        wal.fill_next();
         Ok((wal, found))
     }
 
@@ -221,12 +232,50 @@ impl Wal {
         Ok(file)
     }
 
-    /// Starts zero-filling the segment after the current one.
-    fn prepare_next(&mut self) {
-        if self.prealloc > 0 && self.next.is_none() {
-            let (dir, n, size) = (self.dir.clone(), self.segment + 1, self.prealloc);
-            self.next = Some(std::thread::spawn(move || prepare(&dir, n, size)));
+    /// Starts zero-filling the segment after the spare ones (unless one is
+    /// being filled already).
+    fn fill_next(&mut self) {
+        if self.prealloc > 0 && self.filling.is_none() {
+            let n = self.segment + 1 + self.spare.len() as u64;
+            let (dir, size) = (self.dir.clone(), self.prealloc);
+            self.filling = Some(std::thread::spawn(move || prepare(&dir, n, size)));
         }
+    }
+
+    /// Waits for the segment being filled, if any, and adds it to the
+    /// spare ones.
+    fn join_filling(&mut self) -> Result<()> {
+        if let Some(handle) = self.filling.take() {
+            let file = handle.join().map_err(|_| {
+                Error::internal("write-ahead log: the preallocating thread panicked")
+            })??;
+            self.spare.push_back(file);
+        }
+        Ok(())
+    }
+
+    /// How many zero-filled segments to keep ready (see `top_up`); at
+    /// least one is always being filled or ready.
+    pub fn set_spares(&mut self, spares: usize) {
+        self.spares = spares.max(1);
+    }
+
+    /// Keeps `spares` zero-filled segments ready, one fill at a time:
+    /// called while the log is quiet, so that the fills' writes do not
+    /// share the disk with the syncs of commits. Returns whether the pool
+    /// is full.
+    pub fn top_up(&mut self) -> Result<bool> {
+        if self.prealloc == 0 {
+            return Ok(true);
+        }
+        if self.filling.as_ref().is_some_and(|h| h.is_finished()) {
+            self.join_filling()?;
+        }
+        if self.spare.len() >= self.spares {
+            return Ok(true);
+        }
+        self.fill_next();
+        Ok(false)
     }
 
     /// Appends one record; with `sync`, it is on disk when this returns,
@@ -267,6 +316,12 @@ impl Wal {
         Ok(start.elapsed())
     }
 
+    /// Zero-filled segments ready for use.
+    #[cfg(test)]
+    pub(super) fn spare(&self) -> usize {
+        self.spare.len()
+    }
+
     /// Bytes of records in the current segment.
     pub fn bytes(&self) -> u64 {
         self.bytes
@@ -279,18 +334,25 @@ impl Wal {
 
     /// Closes the current segment and starts the next; returns the number
     /// of the closed one.
+    ///
+    /// A preallocated log takes the next spare segment (waiting for the one
+    /// being filled if none is ready) and, once no spare one is left,
+    /// starts filling the next at once; `top_up` refills the rest.
     pub fn rotate(&mut self) -> Result<u64> {
         self.file.sync_data().map_err(io("sync"))?;
         let closed = self.segment;
-        self.file = match self.next.take() {
-            Some(handle) => handle.join().map_err(|_| {
-                Error::internal("write-ahead log: the preallocating thread panicked")
-            })??,
+        if self.spare.is_empty() {
+            self.join_filling()?;
+        }
+        self.file = match self.spare.pop_front() {
+            Some(file) => file,
             None => Self::create(&self.dir, closed + 1, self.prealloc)?,
         };
         self.segment = closed + 1;
         self.bytes = 0;
-        self.prepare_next();
+        if self.spare.is_empty() {
+            self.fill_next();
+        }
         Ok(closed)
     }
 
@@ -327,7 +389,7 @@ impl Wal {
 impl Drop for Wal {
     /// Lets a segment being zero-filled finish, so no thread outlives the log.
     fn drop(&mut self) {
-        if let Some(handle) = self.next.take() {
+        if let Some(handle) = self.filling.take() {
             let _ = handle.join();
         }
     }
@@ -451,6 +513,46 @@ mod tests {
         );
         // The zero-filled segment prepared next is found empty.
         assert!(found.last().unwrap().1.is_empty());
+        let _ = fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn spare_segments_are_filled_when_asked_and_used_in_order() {
+        let dir = tmp();
+        let (mut wal, _) = Wal::open(&dir, true, 64).unwrap();
+        wal.set_spares(3);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !wal.top_up().unwrap() {
+            assert!(
+                Instant::now() < deadline,
+                "the spare segments were never filled"
+            );
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        assert_eq!(wal.spare.len(), 3);
+        assert!(wal.filling.is_none());
+        let first = wal.segment();
+        // One 48-byte record fits in a 64-byte segment: every append after
+        // the first moves to the next segment.
+        let records: Vec<Vec<u8>> = (1..=5u8).map(|i| vec![i; 40]).collect();
+        for r in &records[..3] {
+            wal.append(r).unwrap();
+        }
+        assert_eq!(wal.segment(), first + 2);
+        assert_eq!(wal.spare.len(), 1);
+        assert!(wal.filling.is_none(), "a spare was left: nothing is filled");
+        // The last spare taken, the next fill starts at once.
+        wal.append(&records[3]).unwrap();
+        assert_eq!(wal.segment(), first + 3);
+        assert!(wal.spare.is_empty() && wal.filling.is_some());
+        wal.append(&records[4]).unwrap();
+        assert_eq!(wal.segment(), first + 4);
+        drop(wal);
+        let (_, found) = Wal::open(&dir, true, 64).unwrap();
+        let numbers: Vec<u64> = found.iter().map(|(n, _)| *n).collect();
+        assert_eq!(numbers, (first..=first + 5).collect::<Vec<_>>());
+        let replayed: Vec<Vec<u8>> = found.into_iter().flat_map(|(_, r)| r).collect();
+        assert_eq!(replayed, records);
         let _ = fs::remove_dir_all(&dir);
     }
 

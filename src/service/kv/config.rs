@@ -42,6 +42,8 @@ pub struct KvConfig {
     pub checkpoint_quiet_ms: u64,
     /// Closed segments past which a checkpoint starts regardless.
     pub checkpoint_backlog: usize,
+    /// Zero-filled log segments kept ready, refilled while the log is quiet.
+    pub wal_spare_segments: usize,
 }
 
 impl std::fmt::Debug for KvConfig {
@@ -69,6 +71,7 @@ impl std::fmt::Debug for KvConfig {
             .field("wal_preallocate", &self.wal_preallocate)
             .field("checkpoint_quiet_ms", &self.checkpoint_quiet_ms)
             .field("checkpoint_backlog", &self.checkpoint_backlog)
+            .field("wal_spare_segments", &self.wal_spare_segments)
             .finish()
     }
 }
@@ -98,6 +101,7 @@ impl KvConfig {
             wal_preallocate: true,
             checkpoint_quiet_ms: crate::storage::CHECKPOINT_QUIET.as_millis() as u64,
             checkpoint_backlog: crate::storage::CHECKPOINT_BACKLOG,
+            wal_spare_segments: crate::storage::SPARE_SEGMENTS,
         }
     }
 
@@ -111,6 +115,9 @@ impl KvConfig {
         }
         if self.checkpoint_backlog == 0 {
             return Err(Error::config("CHECKPOINT_BACKLOG must be at least 1"));
+        }
+        if self.wal_spare_segments == 0 {
+            return Err(Error::config("WAL_SPARE_SEGMENTS must be at least 1"));
         }
         if self.node_id >= self.peers.len() {
             return Err(Error::config(format!(
@@ -174,6 +181,7 @@ impl KvConfig {
     /// | `WAL_PREALLOCATE` | zero-fill each segment ahead of use, so a commit's `fdatasync` needs no journal commit | `true` |
     /// | `CHECKPOINT_QUIET_MS` | how long the log must have taken no write before closed segments are checkpointed (0: at once) | 250 |
     /// | `CHECKPOINT_BACKLOG` | closed segments past which a checkpoint starts even while writes keep coming | 8 |
+    /// | `WAL_SPARE_SEGMENTS` | zero-filled segments kept ready (with `WAL_PREALLOCATE`), refilled while the log is quiet | 4 |
     pub fn from_env() -> Result<Self> {
         let node_id: usize = required("NODE_ID")?;
         let peers = parse_peers(&required::<String>("PEERS")?)?;
@@ -202,6 +210,7 @@ impl KvConfig {
             wal_preallocate: parse_or("WAL_PREALLOCATE", d.wal_preallocate)?,
             checkpoint_quiet_ms: parse_or("CHECKPOINT_QUIET_MS", d.checkpoint_quiet_ms)?,
             checkpoint_backlog: parse_or("CHECKPOINT_BACKLOG", d.checkpoint_backlog)?,
+            wal_spare_segments: parse_or("WAL_SPARE_SEGMENTS", d.wal_spare_segments)?,
             ..d
         };
         config.validate()?;
@@ -280,6 +289,10 @@ mod tests {
         for bad in [
             KvConfig {
                 checkpoint_backlog: 0,
+                ..ok.clone()
+            },
+            KvConfig {
+                wal_spare_segments: 0,
                 ..ok.clone()
             },
             KvConfig {

@@ -42,6 +42,7 @@ pub fn start_node(config: &KvConfig) -> Result<KvNode> {
                 preallocate: config.wal_preallocate,
                 checkpoint_quiet: Duration::from_millis(config.checkpoint_quiet_ms),
                 checkpoint_backlog: config.checkpoint_backlog,
+                spare_segments: config.wal_spare_segments,
                 ..WalOptions::default()
             };
             let (s, r) = Storage::open_with(&config.data_dir, me, n, policy, options)?;
