@@ -2,9 +2,9 @@
 //!
 //! | audience | route | handler's one message |
 //! |---|---|---|
-//! | client | `POST /put` | `KvNode::transact`: `Read` (kind check) → `StoreActor`, `Put` → `ClockActor` |
+//! | client | `POST /put` | `KvNode::transact`: `Transact` → `StoreActor` (kind check), which sends `Put` → `ClockActor` |
 //! | client | `POST /incr` | `KvNode::transact`, one increment |
-//! | client | `POST /txn` | `KvNode::transact`: reads and check in one `Read`, then one `Put` of all the operations |
+//! | client | `POST /txn` | `KvNode::transact`: reads and check in one `Transact`, then one `Put` of all the operations |
 //! | client | `GET /get?key=` | `Get` → `StoreActor` |
 //! | client | `GET /status[?store=false]` | status gathered by `KvNode::status` |
 //! | ops | `GET /health` (liveness), `GET /ready` (readiness), `GET /metrics` | `/ready`: `GetClockView` → `ClockActor` |

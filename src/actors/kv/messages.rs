@@ -23,8 +23,8 @@ use crate::error::Result;
 use crate::wire::kv::PeerStatus;
 
 /// A client write: the operations of a `/put`, an `/incr` or a `/txn`.
-/// Sent by `KvNode::write` to `ClockActor` once `StoreActor` has checked the
-/// keys' kinds (`Read`), with the store's clock of that check as `context`;
+/// Sent by `StoreActor` to `ClockActor` once it has checked the keys' kinds
+/// (`Transact`), with the store's clock of that check as `context`;
 /// the node waits for `context` (if any) to be delivered, stamps the
 /// operations as one write and answers once it is durable and applied.
 #[derive(Message)]

@@ -3,11 +3,14 @@
 //! It receives writes only from `ClockActor`, in causal order, each group
 //! in one `Apply`, so what a read sees here is always a causally consistent
 //! cut, and a transaction (one write) is never seen half applied. A
-//! transaction's reads are served by one `Read`, in one handler run: they
-//! all come from the same cut. The same `Read` checks the kinds of the keys
-//! a client is about to write (a put on a counter, an increment on a
-//! register answer 409) before `KvNode` hands the write to `ClockActor`. Reads that carry a causal
-//! context ahead of the store wait here, bounded by a timeout. Until the
+//! transaction's reads are served by one `Transact`, in one handler run:
+//! they all come from the same cut. The same run checks the kinds of the
+//! keys a client is about to write (a put on a counter, an increment on a
+//! register answer 409); then this actor hands the write to `ClockActor`
+//! and answers once it is durable and applied, so a put crosses from the
+//! HTTP worker's thread to the actors' thread once, and back once.
+//! Transactions and reads that carry a causal context ahead of the store
+//! wait here, bounded by a timeout. Until the
 //! node is ready (recovered and, if it started empty, rebuilt) reads answer
 //! 503: a rebuilding node must not serve its empty store as data.
 
