@@ -310,35 +310,6 @@ fn dir_bytes(dir: &std::path::Path) -> u64 {
     dir_files(dir).iter().map(|(_, len)| len).sum()
 }
 
-/// Closed write-ahead log segments in a node's data directory: those
-/// numbered below the newest segment holding a record. (The segments after
-/// it are zero-filled spares; a preallocated log's open segment holds a
-/// record from the moment it is opened.)
-fn closed_segments(dir: &std::path::Path) -> usize {
-    let mut segments: Vec<std::path::PathBuf> = std::fs::read_dir(dir)
-        .into_iter()
-        .flatten()
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| {
-            p.file_name()
-                .map(|n| n.to_string_lossy())
-                .is_some_and(|n| n.starts_with("wal-") && n.ends_with(".log"))
-        })
-        .collect();
-    segments.sort();
-    let holds_a_record = |p: &std::path::Path| {
-        let mut first = [0u8; 4];
-        std::fs::File::open(p)
-            .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut first))
-            .is_ok_and(|_| first != [0; 4])
-    };
-    segments
-        .iter()
-        .rposition(|p| holds_a_record(p))
-        .unwrap_or(0)
-}
-
 /// Every file under `dir` (any depth): its name and size.
 fn dir_files(dir: &std::path::Path) -> Vec<(String, u64)> {
     let mut files = Vec::new();
@@ -1151,7 +1122,14 @@ fn bench_memory(
     let dirs: Vec<_> = (0..urls.len())
         .map(|i| nodes.data.join(format!("node{i}")))
         .collect();
-    while dirs.iter().any(|d| closed_segments(d) > 0) {
+    loop {
+        let mut closed = 0;
+        for d in &dirs {
+            closed += causal_grid::storage::closed_log_segments(d).map_err(|e| e.to_string())?;
+        }
+        if closed == 0 {
+            break;
+        }
         if settle.elapsed() > Duration::from_secs(120) {
             return Err("checkpoints did not catch up within 120 s".into());
         }

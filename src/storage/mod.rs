@@ -198,6 +198,13 @@ impl Default for WalOptions {
     }
 }
 
+/// Closed write-ahead log segments in a node's data directory, read from
+/// the files (see `wal`): for tools that wait, from outside the node, until
+/// its checkpoints have caught up.
+pub fn closed_log_segments(dir: &Path) -> Result<usize> {
+    wal::closed_segments(dir)
+}
+
 pub struct Storage {
     db: Arc<Database>,
     dir: PathBuf,
@@ -874,18 +881,36 @@ mod tests {
         all.into_iter().filter(|&n| n <= current).count()
     }
 
-    /// Commits 30 groups of 20 writes to 600 keys (about 2 KiB a group: with
-    /// 4 KiB segments, a segment closes every other commit).
-    fn commit_600_keys(s: &Storage) {
+    /// Commits `groups` groups of 20 writes to distinct keys (about 2 KiB a
+    /// group: with 4 KiB segments, a segment closes every other commit);
+    /// `after` is told how many closed segments waited before each commit.
+    fn commit_groups(s: &Storage, groups: u64, mut after: impl FnMut(usize)) {
         let mut clock = VClock::zero(1);
-        for g in 0..30u64 {
+        for g in 0..groups {
             let writes: Vec<Write> = (0..20u64)
                 .map(|j| {
                     let seq = clock.increment(0);
                     w(0, &[seq], &format!("k{}", g * 20 + j), "some value text")
                 })
                 .collect();
+            let waiting = s.inner.lock().unwrap().closed.len();
             s.commit(&group(&writes, &clock, Some(&clock))).unwrap();
+            after(waiting);
+        }
+    }
+
+    /// 600 keys in 30 groups.
+    fn commit_600_keys(s: &Storage) {
+        commit_groups(s, 30, |_| {});
+    }
+
+    /// Runs maintenance until `done` holds, failing with `what` after 30 s.
+    fn maintain_until(s: &Storage, what: &str, done: impl Fn(&Storage) -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !done(s) {
+            assert!(Instant::now() < deadline, "{what}");
+            s.maintain().unwrap();
+            std::thread::sleep(Duration::from_millis(5));
         }
     }
 
@@ -914,12 +939,9 @@ mod tests {
             // (a preallocated log closes segments while a checkpoint runs,
             // so without it the last ones would stay; with it disabled this
             // loop runs into its deadline).
-            let deadline = Instant::now() + Duration::from_secs(30);
-            while logged_segments(&s, &dir) > 2 || s.checkpointing() {
-                assert!(Instant::now() < deadline, "closed segments left behind");
-                s.maintain().unwrap();
-                std::thread::sleep(Duration::from_millis(5));
-            }
+            maintain_until(&s, "closed segments left behind", |s| {
+                logged_segments(s, &dir) <= 2 && !s.checkpointing()
+            });
             drop(s);
             let (_, r) = Storage::open_with(&dir, 0, 1, SyncPolicy::Fsync, options).unwrap();
             assert_eq!(r.boot.delivered, VClock::from_vec(vec![600]));
@@ -953,22 +975,14 @@ mod tests {
             assert!(s.inner.lock().unwrap().wal.spare() <= 1);
         }
         // Once the log is quiet, maintenance works through them all.
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while !s.inner.lock().unwrap().closed.is_empty() || s.checkpointing() {
-            assert!(Instant::now() < deadline, "closed segments left behind");
-            s.maintain().unwrap();
-            std::thread::sleep(Duration::from_millis(5));
-        }
+        maintain_until(&s, "closed segments left behind", |s| {
+            s.inner.lock().unwrap().closed.is_empty() && !s.checkpointing()
+        });
         assert!(last.elapsed() >= quiet);
         // And the spare segments are refilled.
-        while s.inner.lock().unwrap().wal.spare() < SPARE_SEGMENTS {
-            assert!(
-                Instant::now() < deadline,
-                "the spare segments were not refilled"
-            );
-            s.maintain().unwrap();
-            std::thread::sleep(Duration::from_millis(5));
-        }
+        maintain_until(&s, "the spare segments were not refilled", |s| {
+            s.inner.lock().unwrap().wal.spare() >= SPARE_SEGMENTS
+        });
         drop(s);
         let (_, r) = Storage::open_with(&dir, 0, 1, SyncPolicy::Fsync, options).unwrap();
         assert_eq!(r.store.len(), 600);
@@ -983,17 +997,8 @@ mod tests {
         };
         let dir = tmp();
         let (s, _) = Storage::open_with(&dir, 0, 1, SyncPolicy::Fsync, options).unwrap();
-        let mut clock = VClock::zero(1);
         let mut started = false;
-        for g in 0..100u64 {
-            let writes: Vec<Write> = (0..20u64)
-                .map(|j| {
-                    let seq = clock.increment(0);
-                    w(0, &[seq], &format!("k{}", g * 20 + j), "some value text")
-                })
-                .collect();
-            let waiting = s.inner.lock().unwrap().closed.len();
-            s.commit(&group(&writes, &clock, Some(&clock))).unwrap();
+        commit_groups(&s, 100, |waiting| {
             let running = s.checkpointing() || s.inner.lock().unwrap().closed.len() < waiting;
             if !started && running {
                 // The first checkpoint starts once 3 segments wait (this
@@ -1004,14 +1009,11 @@ mod tests {
                 );
                 started = true;
             }
-        }
+        });
         assert!(started, "no checkpoint under sustained writes");
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while s.inner.lock().unwrap().closed.len() >= 3 || s.checkpointing() {
-            assert!(Instant::now() < deadline, "the backlog never shrank");
-            s.maintain().unwrap();
-            std::thread::sleep(Duration::from_millis(2));
-        }
+        maintain_until(&s, "the backlog never shrank", |s| {
+            s.inner.lock().unwrap().closed.len() < 3 && !s.checkpointing()
+        });
         // Fewer than 3 wait, and they keep waiting (the log is not quiet
         // for an hour).
         let waiting = s.inner.lock().unwrap().closed.len();

@@ -88,6 +88,21 @@ pub(super) fn segments(dir: &Path) -> Result<Vec<u64>> {
     Ok(found)
 }
 
+/// Closed segments in `dir`, as seen from outside a running log: those
+/// numbered below the newest segment that holds a record (the spare ones
+/// after it hold none; a preallocated log's open segment holds a record from
+/// the moment it is opened).
+pub(super) fn closed_segments(dir: &Path) -> Result<usize> {
+    let numbers = segments(dir)?;
+    let holds_a_record = |n: &u64| {
+        let mut first = [0u8; 4];
+        File::open(segment_path(dir, *n))
+            .and_then(|mut f| f.read_exact(&mut first))
+            .is_ok_and(|_| first != [0; 4])
+    };
+    Ok(numbers.iter().rposition(holds_a_record).unwrap_or(0))
+}
+
 /// What reading one segment found.
 struct SegmentRead {
     records: Vec<Vec<u8>>,
@@ -547,6 +562,9 @@ mod tests {
         assert!(wal.spare.is_empty() && wal.filling.is_some());
         wal.append(&records[4]).unwrap();
         assert_eq!(wal.segment(), first + 4);
+        // Seen from the files: the four before the current one are closed,
+        // whatever spare ones follow it.
+        assert_eq!(closed_segments(&dir).unwrap(), 4);
         drop(wal);
         let (_, found) = Wal::open(&dir, true, 64).unwrap();
         let numbers: Vec<u64> = found.iter().map(|(n, _)| *n).collect();
