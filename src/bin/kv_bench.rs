@@ -27,7 +27,7 @@ use rand::rngs::SmallRng;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 
-use causal_grid::causal::{DeliveryBuffer, VClock, Write};
+use causal_grid::causal::{DeliveryBuffer, Store, VClock, Write};
 use causal_grid::net::kv::KvClient;
 use causal_grid::wire::inspect;
 
@@ -44,6 +44,15 @@ enum What {
     Buffer {
         #[arg(long, default_value_t = 8)]
         origins: usize,
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+    },
+    /// The store alone: a put's key-kind check and apply, keys as in
+    /// `cluster` (`key` and eight digits), no network, one thread.
+    Store {
+        /// Puts timed per store size.
+        #[arg(long, default_value_t = 1_000_000)]
+        puts: usize,
         #[arg(long, default_value_t = 42)]
         seed: u64,
     },
@@ -126,6 +135,10 @@ fn main() -> ExitCode {
     match Args::parse().what {
         What::Buffer { origins, seed } => {
             bench_buffer(origins, seed);
+            ExitCode::SUCCESS
+        }
+        What::Store { puts, seed } => {
+            bench_store(puts, seed);
             ExitCode::SUCCESS
         }
         What::Cluster {
@@ -254,6 +267,49 @@ fn bench_buffer(origins: usize, seed: u64) {
         }
         let ns = elapsed.as_nanos() as f64 / n as f64;
         println!("{:>10} {:>12.1} {:>14.0} {:>14}", n, ns, 1e9 / ns, peak);
+    }
+}
+
+/// What a put costs the store on each node: the origin checks the key's
+/// kind, then every node applies the write (a B-tree lookup each). The
+/// writes are built before the clock starts.
+fn bench_store(puts: usize, seed: u64) {
+    println!("store: check and apply of one-key puts into a store of n keys, one thread");
+    println!("{:>10} {:>12} {:>14}", "keys", "ns/put", "puts/s");
+    for n in [10_000u64, 1_000_000] {
+        let mut rng = SmallRng::seed_from_u64(seed);
+        let mut vc = VClock::zero(1);
+        let mut write = |key: u64| {
+            let seq = vc.increment(0);
+            Write {
+                origin: 0,
+                seq,
+                vc: vc.clone(),
+                ops: vec![causal_grid::causal::Op::Put {
+                    key: format!("key{key:08}"),
+                    value: "0123456789abcdef".to_string(),
+                }],
+                ts_ms: 0,
+            }
+        };
+        let mut store = Store::new(1);
+        for key in 0..n {
+            store.apply(&write(key));
+        }
+        let writes: Vec<Write> = (0..puts).map(|_| write(rng.gen_range(0..n))).collect();
+        let start = Instant::now();
+        let mut applied = 0usize;
+        for w in &writes {
+            if store.check_kinds(&w.ops).is_ok() && store.apply(w) {
+                applied += 1;
+            }
+        }
+        let elapsed = start.elapsed();
+        if applied != puts {
+            eprintln!("{} of {puts} puts did not change the store", puts - applied);
+        }
+        let ns = elapsed.as_nanos() as f64 / puts as f64;
+        println!("{:>10} {:>12.1} {:>14.0}", n, ns, 1e9 / ns);
     }
 }
 
