@@ -27,7 +27,10 @@ use rand::rngs::SmallRng;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 
-use causal_grid::causal::{DeliveryBuffer, Store, VClock, Write};
+use causal_grid::causal::{
+    Boot, DeliveryBuffer, Effect, Group, Input, Node, NodeConfig, Op as WriteOp, Store, VClock,
+    Write,
+};
 use causal_grid::net::kv::KvClient;
 use causal_grid::wire::inspect;
 
@@ -53,6 +56,23 @@ enum What {
         /// Puts timed per store size.
         #[arg(long, default_value_t = 1_000_000)]
         puts: usize,
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+    },
+    /// The node's protocol core and its store alone, as the actors drive
+    /// them for node 0 of a 3-node cluster: puts stamped into groups,
+    /// groups reported durable and applied, the peers' acknowledgements
+    /// trimming the log. No I/O, one thread.
+    Core {
+        /// Puts timed.
+        #[arg(long, default_value_t = 1_000_000)]
+        puts: usize,
+        /// Puts per group commit.
+        #[arg(long, default_value_t = 16)]
+        group: usize,
+        /// Distinct keys.
+        #[arg(long, default_value_t = 10_000)]
+        keys: u64,
         #[arg(long, default_value_t = 42)]
         seed: u64,
     },
@@ -141,6 +161,18 @@ fn main() -> ExitCode {
             bench_store(puts, seed);
             ExitCode::SUCCESS
         }
+        What::Core {
+            puts,
+            group,
+            keys,
+            seed,
+        } => match bench_core(puts, group.max(1), keys.max(1), seed) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("kv_bench core: {e}");
+                ExitCode::FAILURE
+            }
+        },
         What::Cluster {
             connections,
             seconds,
@@ -226,7 +258,7 @@ fn history(n: usize, origins: usize, rng: &mut SmallRng) -> Vec<Write> {
             origin: node,
             seq,
             vc: clocks[node].clone(),
-            ops: vec![causal_grid::causal::Op::Put {
+            ops: vec![WriteOp::Put {
                 key: "k".to_string(),
                 value: String::new(),
             }],
@@ -285,7 +317,7 @@ fn bench_store(puts: usize, seed: u64) {
                 origin: 0,
                 seq,
                 vc: vc.clone(),
-                ops: vec![causal_grid::causal::Op::Put {
+                ops: vec![WriteOp::Put {
                     key: format!("key{key:08}"),
                     value: "0123456789abcdef".to_string(),
                 }],
@@ -311,6 +343,98 @@ fn bench_store(puts: usize, seed: u64) {
         let ns = elapsed.as_nanos() as f64 / puts as f64;
         println!("{:>10} {:>12.1} {:>14.0}", n, ns, 1e9 / ns);
     }
+}
+
+/// Node 0's protocol work per put, without the actors: `Input::Write`
+/// for each put, `Input::Persisted` for each group the core hands out,
+/// the store applying what comes back, and every ten groups both peers
+/// acknowledging everything durable (so the log is trimmed as it would
+/// be).
+fn bench_core(puts: usize, group: usize, keys: u64, seed: u64) -> Result<(), String> {
+    let mut rng = SmallRng::seed_from_u64(seed);
+    let config = NodeConfig {
+        me: 0,
+        n: 3,
+        max_log: 1_000_000,
+        max_waiters: 1_000,
+        wait_timeout_ms: 5_000,
+    };
+    let boot = Boot {
+        fresh: false,
+        ..Boot::empty(3)
+    };
+    let (mut node, _) = Node::<u64>::new(config, boot);
+    let mut store = Store::new(3);
+    let ops: Vec<Vec<WriteOp>> = (0..puts)
+        .map(|_| {
+            vec![WriteOp::Put {
+                key: format!("key{:08}", rng.gen_range(0..keys)),
+                value: "0123456789abcdef".to_string(),
+            }]
+        })
+        .collect();
+    let mut in_flight: Option<Group> = None;
+    let (mut answered, mut groups) = (0usize, 0usize);
+    let mut execute =
+        |effects: Vec<Effect<u64>>, store: &mut Store, in_flight: &mut Option<Group>| {
+            for effect in effects {
+                match effect {
+                    Effect::Persist(g) => *in_flight = Some(g),
+                    Effect::Apply {
+                        writes, replies, ..
+                    } => {
+                        for w in &writes {
+                            store.apply(w);
+                        }
+                        answered += replies.len();
+                    }
+                    _ => {}
+                }
+            }
+        };
+    let start = Instant::now();
+    for (i, ops) in ops.into_iter().enumerate() {
+        let effects = node.step(Input::Write {
+            id: i as u64,
+            ops,
+            context: None,
+            ts_ms: 0,
+        });
+        execute(effects, &mut store, &mut in_flight);
+        if (i + 1) % group == 0 {
+            if let Some(g) = in_flight.take() {
+                let effects = node.step(Input::Persisted(g));
+                execute(effects, &mut store, &mut in_flight);
+                groups += 1;
+                if groups % 10 == 0 {
+                    for peer in [1, 2] {
+                        let durable = node.durable().clone();
+                        let effects = node.step(Input::PeerAcked {
+                            peer,
+                            received: durable.clone(),
+                            delivered: durable,
+                        });
+                        execute(effects, &mut store, &mut in_flight);
+                    }
+                }
+            }
+        }
+    }
+    while let Some(g) = in_flight.take() {
+        let effects = node.step(Input::Persisted(g));
+        execute(effects, &mut store, &mut in_flight);
+    }
+    let elapsed = start.elapsed();
+    if answered != puts {
+        return Err(format!("{answered} of {puts} puts answered"));
+    }
+    let ns = elapsed.as_nanos() as f64 / puts as f64;
+    println!(
+        "core: {puts} puts in groups of {group} over {keys} keys, one thread: {ns:.1} ns/put, {:.0} puts/s, log {} writes at the end",
+        1e9 / ns,
+        node.log_entries()
+    );
+    Ok(())
 }
 
 struct Nodes {
@@ -1011,7 +1135,7 @@ fn bench_storage(group: usize, groups: usize) -> Result<(), String> {
                         origin: 0,
                         seq,
                         vc: clock.clone(),
-                        ops: vec![causal_grid::causal::Op::Put {
+                        ops: vec![WriteOp::Put {
                             key: format!("key{:08}", rng.gen_range(0..1_000_000)),
                             value: format!("{:016}", seq),
                         }],
