@@ -56,6 +56,9 @@ enum What {
         /// Puts timed per store size.
         #[arg(long, default_value_t = 1_000_000)]
         puts: usize,
+        /// Keys in the store before the timed puts, one run each.
+        #[arg(long, value_delimiter = ',', default_value = "10000,1000000")]
+        sizes: Vec<u64>,
         #[arg(long, default_value_t = 42)]
         seed: u64,
     },
@@ -157,8 +160,8 @@ fn main() -> ExitCode {
             bench_buffer(origins, seed);
             ExitCode::SUCCESS
         }
-        What::Store { puts, seed } => {
-            bench_store(puts, seed);
+        What::Store { puts, sizes, seed } => {
+            bench_store(puts, &sizes, seed);
             ExitCode::SUCCESS
         }
         What::Core {
@@ -305,10 +308,10 @@ fn bench_buffer(origins: usize, seed: u64) {
 /// What a put costs the store on each node: the origin checks the key's
 /// kind, then every node applies the write (a B-tree lookup each). The
 /// writes are built before the clock starts.
-fn bench_store(puts: usize, seed: u64) {
+fn bench_store(puts: usize, sizes: &[u64], seed: u64) {
     println!("store: check and apply of one-key puts into a store of n keys, one thread");
     println!("{:>10} {:>12} {:>14}", "keys", "ns/put", "puts/s");
-    for n in [10_000u64, 1_000_000] {
+    for &n in sizes.iter().filter(|&&n| n > 0) {
         let mut rng = SmallRng::seed_from_u64(seed);
         let mut vc = VClock::zero(1);
         let mut write = |key: u64| {
