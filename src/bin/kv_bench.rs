@@ -305,6 +305,22 @@ fn bench_buffer(origins: usize, seed: u64) {
     }
 }
 
+/// A put of `key{key:08}` by node 0, stamped on `clock` (the keys of
+/// `cluster`).
+fn put_write(clock: &mut VClock, key: u64, value: &str) -> Write {
+    let seq = clock.increment(0);
+    Write {
+        origin: 0,
+        seq,
+        vc: clock.clone(),
+        ops: vec![WriteOp::Put {
+            key: format!("key{key:08}"),
+            value: value.to_string(),
+        }],
+        ts_ms: 0,
+    }
+}
+
 /// What a put costs the store on each node: the origin checks the key's
 /// kind, then every node applies the write (a B-tree lookup each). The
 /// writes are built before the clock starts.
@@ -314,19 +330,7 @@ fn bench_store(puts: usize, sizes: &[u64], seed: u64) {
     for &n in sizes.iter().filter(|&&n| n > 0) {
         let mut rng = SmallRng::seed_from_u64(seed);
         let mut vc = VClock::zero(1);
-        let mut write = |key: u64| {
-            let seq = vc.increment(0);
-            Write {
-                origin: 0,
-                seq,
-                vc: vc.clone(),
-                ops: vec![WriteOp::Put {
-                    key: format!("key{key:08}"),
-                    value: "0123456789abcdef".to_string(),
-                }],
-                ts_ms: 0,
-            }
-        };
+        let mut write = |key: u64| put_write(&mut vc, key, "0123456789abcdef");
         let mut store = Store::new(1);
         for key in 0..n {
             store.apply(&write(key));
@@ -1133,17 +1137,8 @@ fn bench_storage(group: usize, groups: usize) -> Result<(), String> {
             let stable = clock.clone();
             let writes: Vec<Write> = (0..group)
                 .map(|_| {
-                    let seq = clock.increment(0);
-                    Write {
-                        origin: 0,
-                        seq,
-                        vc: clock.clone(),
-                        ops: vec![WriteOp::Put {
-                            key: format!("key{:08}", rng.gen_range(0..1_000_000)),
-                            value: format!("{:016}", seq),
-                        }],
-                        ts_ms: 0,
-                    }
+                    let value = format!("{:016}", clock.get(0) + 1);
+                    put_write(&mut clock, rng.gen_range(0..1_000_000), &value)
                 })
                 .collect();
             let group = causal_grid::causal::Group {
