@@ -19,7 +19,8 @@
 //! substation and the balancer's router with each placement. It prints
 //! rejection overall and per class, rejection over the Kaufman-Roberts
 //! floor, fragmentation refusals (refused while the pooled free capacity
-//! could have taken the request's minimum) and peak/mean utilisation. For
+//! could have taken the request's minimum) and peak/mean utilisation
+//! (`--class-fragmentation` adds each class's fragmentation refusals). For
 //! the default substations and mix at load <= 0.95 and staleness <= 0.1 it
 //! exits 1 if the default placement leaves more fragmentation refusals than
 //! 3.5% of requests or 0.65x plain least utilisation's with minimum =
@@ -82,6 +83,10 @@ struct Args {
     /// Seeds per cell in the balancer comparison (medians are reported).
     #[arg(long, default_value_t = 1)]
     seeds: u64,
+    /// Power mode: after each class's rejection, its fragmentation refusals
+    /// (as a share of that class's requests) in brackets.
+    #[arg(long)]
+    class_fragmentation: bool,
 }
 
 fn median(mut xs: Vec<f64>) -> f64 {
@@ -318,8 +323,12 @@ fn power_mode(args: &Args) -> Result<(), String> {
                         r.rejection / kr,
                         pct(r.fragmentation)
                     );
-                    for b in &r.class_rejection {
-                        print!(" {} |", pct(*b));
+                    for (b, f) in r.class_rejection.iter().zip(&r.class_fragmentation) {
+                        if args.class_fragmentation {
+                            print!(" {} ({}) |", pct(*b), pct(*f));
+                        } else {
+                            print!(" {} |", pct(*b));
+                        }
                     }
                     println!(" {:.3} | {:.3} |", r.peak_to_mean, r.mean_utilization);
                     if policy == PowerPolicy::Router(Placement::LeastUtilization) {
