@@ -29,7 +29,7 @@
 
 use clap::Parser;
 
-use causal_grid::grid::router::Placement;
+use causal_grid::grid::router::{Placement, DEFAULT_MAX_MOVES};
 use causal_grid::grid::sim::{
     default_mix, erlang_b, kr_floor, run, run_power, Policy, PowerClass, PowerConfig, PowerPolicy,
     SimConfig, DEFAULT_CAPACITIES_KW,
@@ -87,6 +87,15 @@ struct Args {
     /// (as a share of that class's requests) in brackets.
     #[arg(long)]
     class_fragmentation: bool,
+    /// Power mode: most sessions the router may hand over to make room for
+    /// one request, comma-separated; each router policy runs once per value
+    /// (0: never move).
+    #[arg(long, value_delimiter = ',', default_values_t = vec![0, DEFAULT_MAX_MOVES])]
+    max_moves: Vec<usize>,
+    /// Power mode: refuse on the router's estimates as they stand, without
+    /// the fresh poll the balancer takes before it refuses a request.
+    #[arg(long)]
+    stale_refusals: bool,
 }
 
 fn median(mut xs: Vec<f64>) -> f64 {
@@ -161,15 +170,16 @@ fn compare_balancers(args: &Args) {
     }
 }
 
-/// Fragmentation refusals the default placement may leave with minimum =
+/// Fragmentation refusals the default router may leave with minimum =
 /// requested, as a fraction of requests...
-const FIXED_FRAGMENTATION: f64 = 0.035;
-/// ...and as a multiple of plain least utilisation's.
+const FIXED_FRAGMENTATION: f64 = 0.005;
+/// ...and as a multiple of plain least utilisation's (without moves).
 const FRAGMENTATION_VS_LEAST: f64 = 0.65;
 /// Rejection over the Kaufman-Roberts floor allowed with minimum = requested.
 const KR_RATIO: f64 = 1.1;
-/// Fragmentation refusals allowed when every minimum is below the request.
-const CURTAILABLE_FRAGMENTATION: f64 = 0.0005;
+/// Fragmentation refusals allowed when every minimum is below the request:
+/// none.
+const CURTAILABLE_FRAGMENTATION: f64 = 0.0;
 
 /// Parses `power_kw:share:energy_kwh[:min_kw]`.
 fn parse_class(s: &str) -> Result<(PowerClass, bool), String> {
@@ -253,12 +263,12 @@ fn power_mode(args: &Args) -> Result<(), String> {
     for n in &class_names {
         print!(" rej. {n} kW |");
     }
-    println!(" peak/mean | mean util. |");
+    println!(" peak/mean | mean util. | moves per request | admitted after moves |");
     print!("|---|---|---|---|---|---|---|");
     for _ in &class_names {
         print!("---|");
     }
-    println!("---|---|");
+    println!("---|---|---|---|");
     for &fraction in &args.min_fractions {
         if !(fraction > 0.0 && fraction <= 1.0) {
             return Err(format!("--min-fractions: {fraction} is not in (0, 1]"));
@@ -291,6 +301,8 @@ fn power_mode(args: &Args) -> Result<(), String> {
                     staleness: stale,
                     arrivals: args.arrivals,
                     seed: args.seed,
+                    max_moves: DEFAULT_MAX_MOVES,
+                    fresh_before_refusing: !args.stale_refusals,
                 };
                 let (kr, kr_class) = kr_floor(&cfg);
                 // Curtailment admits more than fixed-power sessions could, so
@@ -307,15 +319,31 @@ fn power_mode(args: &Args) -> Result<(), String> {
                 for b in &kr_class {
                     print!(" {} |", pct(*b));
                 }
-                println!(" – | – |");
+                println!(" – | – | – | – |");
                 let mut least_frag = None;
                 let mut ours = None;
-                for &policy in &policies {
+                for (policy, max_moves) in policies.iter().flat_map(|&p| {
+                    let moves = match p {
+                        PowerPolicy::Router(_) => args.max_moves.clone(),
+                        _ => vec![0],
+                    };
+                    moves.into_iter().map(move |k| (p, k))
+                }) {
+                    let cfg = PowerConfig {
+                        max_moves,
+                        ..cfg.clone()
+                    };
                     let r = run_power(policy, &cfg);
-                    let name = if policy == default {
-                        format!("**{}**", policy.name())
+                    let is_default = policy == default && max_moves == DEFAULT_MAX_MOVES;
+                    let base = if max_moves > 0 {
+                        format!("{} + moves ≤ {max_moves}", policy.name())
                     } else {
                         policy.name().to_string()
+                    };
+                    let name = if is_default {
+                        format!("**{base}**")
+                    } else {
+                        base
                     };
                     print!(
                         "| {label} | {load:.2} | {stale} | {name} | {} | {:.2} | {} |",
@@ -330,11 +358,18 @@ fn power_mode(args: &Args) -> Result<(), String> {
                             print!(" {} |", pct(*b));
                         }
                     }
-                    println!(" {:.3} | {:.3} |", r.peak_to_mean, r.mean_utilization);
-                    if policy == PowerPolicy::Router(Placement::LeastUtilization) {
+                    println!(
+                        " {:.3} | {:.3} | {:.4} | {} |",
+                        r.peak_to_mean,
+                        r.mean_utilization,
+                        r.moves_per_request,
+                        pct(r.rebalanced)
+                    );
+                    if policy == PowerPolicy::Router(Placement::LeastUtilization) && max_moves == 0
+                    {
                         least_frag = Some(r.fragmentation);
                     }
-                    if policy == default {
+                    if is_default {
                         ours = Some(r);
                     }
                 }
@@ -355,6 +390,10 @@ fn power_mode(args: &Args) -> Result<(), String> {
                     continue;
                 }
                 let least = least_frag.unwrap_or_else(|| {
+                    let cfg = PowerConfig {
+                        max_moves: 0,
+                        ..cfg.clone()
+                    };
                     run_power(PowerPolicy::Router(Placement::LeastUtilization), &cfg).fragmentation
                 });
                 if ours.fragmentation > FIXED_FRAGMENTATION
@@ -380,10 +419,9 @@ fn power_mode(args: &Args) -> Result<(), String> {
     if failures.is_empty() {
         if checked {
             println!(
-                "\nall checks passed: with the default placement ({}), at load <= 0.95 and staleness <= 0.1, fragmentation refusals are at most {} of requests and at most {FRAGMENTATION_VS_LEAST}x least utilisation's with minimum = requested (rejection within {KR_RATIO}x Kaufman-Roberts), and at most {} with curtailable minimums",
-                default.name(),
+                "\nall checks passed: with the default placement ({}), at load <= 0.95 and staleness <= 0.1, fragmentation refusals are at most {} of requests and at most {FRAGMENTATION_VS_LEAST}x least utilisation's without moves with minimum = requested (rejection within {KR_RATIO}x Kaufman-Roberts), and none with curtailable minimums",
+                format_args!("{} + moves <= {DEFAULT_MAX_MOVES}", default.name()),
                 pct(FIXED_FRAGMENTATION),
-                pct(CURTAILABLE_FRAGMENTATION)
             );
         }
         Ok(())

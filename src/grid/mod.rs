@@ -27,5 +27,7 @@ pub mod sim;
 
 pub use exposition::LoadSample;
 pub use request::{ChargeGranted, ChargeRequest, ValidRequest};
-pub use router::{Demand, Placement, Router, RouterConfig, SubstationView, Ticket};
+pub use router::{
+    Demand, Move, Placement, Rebalance, Router, RouterConfig, SubstationView, Ticket,
+};
 pub use session::{Admitted, Charger, Refusal, SessionInfo, SessionState};

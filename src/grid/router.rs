@@ -80,6 +80,9 @@ const HEADROOM_WINDOW: u64 = 1024;
 /// moderate load (`grid_sim --power`, loads 0.8 and 0.95).
 const SPARE_SLOTS: f64 = 2.0;
 
+/// Default [`RouterConfig::max_moves`].
+pub const DEFAULT_MAX_MOVES: usize = 8;
+
 /// How the router chooses among the substations a request fits.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Placement {
@@ -126,6 +129,10 @@ pub struct RouterConfig {
     pub track_ends: bool,
     /// How to choose among the substations that fit.
     pub placement: Placement,
+    /// At most this many sessions handed over to make room for one request
+    /// that fits nowhere as things stand ([`Router::plan_moves`]); 0 never
+    /// moves a session.
+    pub max_moves: usize,
 }
 
 impl Default for RouterConfig {
@@ -134,6 +141,7 @@ impl Default for RouterConfig {
             tie_epsilon: 0.02,
             track_ends: true,
             placement: Placement::DEFAULT,
+            max_moves: DEFAULT_MAX_MOVES,
         }
     }
 }
@@ -734,6 +742,120 @@ impl Router {
         self.release(ticket);
     }
 
+    /// Makes room for a request that fits nowhere as things stand (call it
+    /// when [`Router::reserve`] returned `None`) by handing sessions over: if
+    /// the healthy substations' pooled room could take `min_w`, finds the
+    /// substation (other than `exclude`) that needs the fewest of the
+    /// sessions this router placed there (at most
+    /// [`RouterConfig::max_moves`], then the least power moved) moved to the
+    /// others' room for the request's minimum to fit, and books it all: each
+    /// moved session's continuation as in flight on its new substation (a
+    /// [`Move`]'s ticket) and the request itself as in flight where room is
+    /// made. The moved sessions keep counting on their old substation until
+    /// [`Router::moved_out`], so nothing else is placed into the room being
+    /// made. `None` if no such plan exists (nothing is booked).
+    ///
+    /// A plan may swap: a session leaves the substation being emptied for
+    /// one with a little room, and a smaller one comes back from there. So
+    /// the caller first hands every session over (its old substation stops
+    /// it and says how much energy it still needs) and calls `moved_out` for
+    /// each, then admits every continuation on its new substation and
+    /// settles its ticket, then forwards the request and settles the
+    /// request's ticket. Room is checked for the state after all moves.
+    pub fn plan_moves(
+        &mut self,
+        power_w: f64,
+        min_w: f64,
+        exclude: &[usize],
+        now: f64,
+    ) -> Option<Rebalance> {
+        if self.cfg.max_moves == 0 {
+            return None;
+        }
+        let min_w = min_w.min(power_w);
+        let bins: Vec<Option<Bin>> = self
+            .views
+            .iter_mut()
+            .map(|v| {
+                v.advance(now);
+                if !v.healthy || v.retired {
+                    return None;
+                }
+                let room_w = v.room_w()?;
+                // The largest first: the fewest moves.
+                let mut movable: Vec<Tracked> = v
+                    .live
+                    .iter()
+                    .filter(|t| t.seq.is_some() && t.end > now)
+                    .copied()
+                    .collect();
+                movable.sort_by(|a, b| {
+                    b.demand
+                        .min_w
+                        .total_cmp(&a.demand.min_w)
+                        .then(b.end.total_cmp(&a.end))
+                });
+                Some(Bin { room_w, movable })
+            })
+            .collect();
+        let pooled: f64 = bins.iter().flatten().map(|b| b.room_w.max(0.0)).sum();
+        if pooled + EPS_W < min_w {
+            return None;
+        }
+        let mut best: Option<(f64, usize, Vec<Shift>)> = None;
+        for (into, bin) in bins.iter().enumerate() {
+            let Some(bin) = bin else { continue };
+            if exclude.contains(&into) || bin.room_w >= min_w {
+                continue;
+            }
+            let Some(plan) = plan_into(&bins, into, min_w, self.cfg.max_moves) else {
+                continue;
+            };
+            let moved: f64 = plan.iter().map(|m| m.session.demand.min_w).sum();
+            let better = best
+                .as_ref()
+                .is_none_or(|(w, _, b)| (plan.len(), moved) < (b.len(), *w));
+            if better {
+                best = Some((moved, into, plan));
+            }
+        }
+        let (_, into, plan) = best?;
+        let mut book = |index: usize, demand: Demand| {
+            let v = &mut self.views[index];
+            v.reserved += demand;
+            v.inflight += 1;
+            Ticket {
+                index,
+                power_w: demand.power_w,
+                min_w: demand.min_w,
+                at: now,
+            }
+        };
+        let moves = plan
+            .into_iter()
+            .map(|m| Move {
+                from: m.from,
+                seq: m.session.seq.unwrap_or_default(),
+                ticket: book(m.to, m.session.demand),
+            })
+            .collect();
+        let ticket = book(into, Demand { power_w, min_w });
+        Some(Rebalance { moves, ticket })
+    }
+
+    /// Substation `from` handed session `seq` over at `now` (or it had
+    /// already ended): it no longer counts there.
+    pub fn moved_out(&mut self, from: usize, seq: u64, now: f64) {
+        let v = &mut self.views[from];
+        let Some(t) = v.live.iter().find(|t| t.seq == Some(seq)).copied() else {
+            return;
+        };
+        v.live.retain(|t| t.seq != Some(seq));
+        // As if it had ended now: a poll taken before counts it, a later one not.
+        v.delta -= t.demand;
+        v.ended.push(Tracked { end: now, ..t });
+    }
+
     /// Estimated utilisation (power drawn over capacity) of `index` at the
     /// last advance, if sampled.
     pub fn estimated_utilization(&self, index: usize) -> Option<f64> {
@@ -768,6 +890,198 @@ impl Router {
             })
             .collect()
     }
+}
+
+/// A session to hand over from one substation to another (see
+/// [`Router::plan_moves`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Move {
+    /// The substation it runs on now.
+    pub from: usize,
+    /// Its admission number there.
+    pub seq: u64,
+    /// Its continuation, booked as in flight on the substation taking it over.
+    pub ticket: Ticket,
+}
+
+/// Room made for one request by moving sessions away.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Rebalance {
+    /// The sessions to hand over, in order.
+    pub moves: Vec<Move>,
+    /// The request, booked as in flight where the moves make room.
+    pub ticket: Ticket,
+}
+
+/// Slack on the planner's room comparisons, watts.
+const EPS_W: f64 = 1e-3;
+
+/// A substation as [`Router::plan_moves`] sees it.
+struct Bin {
+    /// Estimated room for minimums, watts.
+    room_w: f64,
+    /// The sessions this router placed there and may move, largest first.
+    movable: Vec<Tracked>,
+}
+
+/// One session to move in a plan.
+#[derive(Debug, Clone, Copy)]
+struct Shift {
+    from: usize,
+    to: usize,
+    session: Tracked,
+}
+
+/// Moves (at most `max_moves`) after which `min_w` fits on `into`, or
+/// `None`. Built step by step; each step is an *exchange* with one other
+/// substation `t`: one or two sessions leave `into` for `t` and none, one or
+/// two smaller ones come back, for a net gain on `into` that `t` has room
+/// for. (A step with nothing coming back is a plain move; one with something
+/// coming back lets room below the smallest session's size be used.) A step
+/// that finishes the job is preferred, with the fewest moves, then the
+/// smallest gain, then the tightest fit on `t`; otherwise the largest gain
+/// per move.
+fn plan_into(
+    bins: &[Option<Bin>],
+    into: usize,
+    min_w: f64,
+    max_moves: usize,
+) -> Option<Vec<Shift>> {
+    let mut need = min_w - bins[into].as_ref()?.room_w;
+    let mut free: Vec<f64> = bins
+        .iter()
+        .map(|b| b.as_ref().map_or(0.0, |b| b.room_w))
+        .collect();
+    let mut used: Vec<Vec<bool>> = bins
+        .iter()
+        .map(|b| {
+            b.as_ref()
+                .map_or(Vec::new(), |b| vec![false; b.movable.len()])
+        })
+        .collect();
+    let mut plan = Vec::new();
+    while need > EPS_W {
+        let budget = max_moves - plan.len();
+        let outs = combos(bins[into].as_ref()?, &used[into], 1, budget.min(2));
+        let mut best: Option<(Step, usize, Vec<usize>, Vec<usize>)> = None;
+        for (t, bin) in bins.iter().enumerate() {
+            let Some(bin) = bin else { continue };
+            if t == into {
+                continue;
+            }
+            let backs = combos(bin, &used[t], 0, budget.saturating_sub(1).min(2));
+            for (out_w, out) in &outs {
+                for (back_w, back) in &backs {
+                    let moves = out.len() + back.len();
+                    let gain = out_w - back_w;
+                    if moves > budget || gain <= EPS_W || gain > free[t] + EPS_W {
+                        continue;
+                    }
+                    let step = Step {
+                        done: gain + EPS_W >= need,
+                        moves,
+                        gain,
+                        left_w: free[t] - gain,
+                    };
+                    if best.as_ref().is_none_or(|(b, ..)| step.better_than(b)) {
+                        best = Some((step, t, out.clone(), back.clone()));
+                    }
+                }
+            }
+        }
+        let (step, t, out, back) = best?;
+        for i in out {
+            used[into][i] = true;
+            let session = bins[into].as_ref()?.movable[i];
+            plan.push(Shift {
+                from: into,
+                to: t,
+                session,
+            });
+        }
+        for i in back {
+            used[t][i] = true;
+            let session = bins[t].as_ref()?.movable[i];
+            plan.push(Shift {
+                from: t,
+                to: into,
+                session,
+            });
+        }
+        free[t] -= step.gain;
+        need -= step.gain;
+    }
+    Some(plan)
+}
+
+/// A candidate step of [`plan_into`].
+#[derive(Debug, Clone, Copy)]
+struct Step {
+    done: bool,
+    moves: usize,
+    gain: f64,
+    left_w: f64,
+}
+
+impl Step {
+    fn better_than(&self, o: &Step) -> bool {
+        match (self.done, o.done) {
+            (true, false) => true,
+            (false, true) => false,
+            (true, true) => (self.moves, self.gain, self.left_w) < (o.moves, o.gain, o.left_w),
+            (false, false) => self.gain / self.moves as f64 > o.gain / o.moves as f64,
+        }
+    }
+}
+
+/// Sets of `lo..=hi` unused sessions of `bin` with distinct sizes per
+/// position (one representative per size, so the count stays small), as
+/// (total minimum, indices).
+fn combos(bin: &Bin, used: &[bool], lo: usize, hi: usize) -> Vec<(f64, Vec<usize>)> {
+    // The first unused session of each size, and the second if any.
+    let mut firsts: Vec<usize> = Vec::new();
+    let mut seconds: Vec<Option<usize>> = Vec::new();
+    for (i, t) in bin.movable.iter().enumerate() {
+        if used[i] {
+            continue;
+        }
+        let w = t.demand.min_w;
+        match firsts
+            .iter()
+            .position(|&f| (bin.movable[f].demand.min_w - w).abs() <= EPS_W)
+        {
+            Some(k) => {
+                if seconds[k].is_none() {
+                    seconds[k] = Some(i);
+                }
+            }
+            None => {
+                firsts.push(i);
+                seconds.push(None);
+            }
+        }
+    }
+    let w = |i: usize| bin.movable[i].demand.min_w;
+    let mut out = Vec::new();
+    if lo == 0 {
+        out.push((0.0, Vec::new()));
+    }
+    if hi >= 1 {
+        for &a in &firsts {
+            out.push((w(a), vec![a]));
+        }
+    }
+    if hi >= 2 {
+        for (k, &a) in firsts.iter().enumerate() {
+            if let Some(a2) = seconds[k] {
+                out.push((w(a) + w(a2), vec![a, a2]));
+            }
+            for &b in &firsts[k + 1..] {
+                out.push((w(a) + w(b), vec![a, b]));
+            }
+        }
+    }
+    out
 }
 
 /// Whether a decision balances or packs (and which substation it spares).

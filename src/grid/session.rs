@@ -80,6 +80,9 @@ pub enum SessionState {
     Paused,
     /// Its energy has been delivered.
     Done,
+    /// Handed over to another substation before its energy was delivered
+    /// (a load transfer; see [`Charger::hand_over`]).
+    Moved,
 }
 
 impl SessionState {
@@ -90,6 +93,7 @@ impl SessionState {
             SessionState::Curtailed => "curtailed",
             SessionState::Paused => "paused",
             SessionState::Done => "done",
+            SessionState::Moved => "moved",
         }
     }
 }
@@ -166,6 +170,7 @@ pub struct Charger {
     clock: f64,
     started: u64,
     completed: u64,
+    moved: u64,
     energy_j: f64,
 }
 
@@ -182,6 +187,7 @@ impl Charger {
             clock: 0.0,
             started: 0,
             completed: 0,
+            moved: 0,
             energy_j: 0.0,
         }
     }
@@ -235,8 +241,13 @@ impl Charger {
         let mut info = s.info(self.time_scale);
         info.state = SessionState::Done;
         info.ends_in_s = Some(0.0);
-        self.ended.insert(s.seq, info);
-        self.ended_order.push_back(s.seq);
+        self.keep_ended(info);
+    }
+
+    fn keep_ended(&mut self, info: SessionInfo) {
+        let seq = info.seq;
+        self.ended.insert(seq, info);
+        self.ended_order.push_back(seq);
         if self.ended_order.len() > ENDED_KEPT {
             if let Some(old) = self.ended_order.pop_front() {
                 self.ended.remove(&old);
@@ -336,6 +347,27 @@ impl Charger {
         self.share();
     }
 
+    /// Hands session `seq` over at `now`: it leaves this substation with the
+    /// energy it still needs, its power is shared among the rest at once, and
+    /// it is remembered as `Moved`. Returns it as it stood when it left
+    /// (`energy_j - delivered_j` is what the substation that takes it over
+    /// must deliver), or `None` if no live session has that number (it
+    /// ended, was moved already, or never existed).
+    pub fn hand_over(&mut self, seq: u64, now: f64) -> Option<SessionInfo> {
+        self.advance(now);
+        let i = self.sessions.iter().position(|s| s.seq == seq)?;
+        let s = self.sessions.remove(i);
+        let live = s.info(self.time_scale);
+        self.share();
+        self.moved += 1;
+        let mut info = live.clone();
+        info.state = SessionState::Moved;
+        info.power_w = 0.0;
+        info.ends_in_s = None;
+        self.keep_ended(info);
+        Some(live)
+    }
+
     /// A session by admission number: live, or among the last 1024 ended.
     pub fn session(&self, seq: u64) -> Option<SessionInfo> {
         self.sessions
@@ -392,6 +424,10 @@ impl Charger {
     /// Sessions ended since start.
     pub fn completed(&self) -> u64 {
         self.completed
+    }
+    /// Sessions handed over to another substation since start.
+    pub fn moved(&self) -> u64 {
+        self.moved
     }
     /// Energy delivered since start, joules (simulated).
     pub fn energy_j(&self) -> f64 {

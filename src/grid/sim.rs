@@ -60,7 +60,7 @@ use rand::{Rng, SeedableRng};
 
 use super::exposition::LoadSample;
 use super::request::ValidRequest;
-use super::router::{Placement, Router, RouterConfig};
+use super::router::{Placement, Rebalance, Router, RouterConfig};
 use super::session::Charger;
 
 /// A routing policy under test.
@@ -471,6 +471,12 @@ pub struct PowerConfig {
     pub arrivals: u64,
     /// Seed for traffic and for randomised policies.
     pub seed: u64,
+    /// The router's [`RouterConfig::max_moves`]: sessions it may hand over
+    /// to make room for one request (0: none).
+    pub max_moves: usize,
+    /// Whether the router polls every substation afresh before it refuses a
+    /// request, and decides again on those figures.
+    pub fresh_before_refusing: bool,
 }
 
 impl PowerConfig {
@@ -516,6 +522,59 @@ pub struct PowerResult {
     pub admitted: u64,
     /// Arrivals refused, warm-up included.
     pub lost: u64,
+    /// Sessions handed over to another substation, per counted arrival.
+    pub moves_per_request: f64,
+    /// Counted arrivals admitted only after sessions were moved.
+    pub rebalanced: f64,
+    /// Counted arrivals for which the router polled afresh before refusing.
+    pub refreshed: f64,
+    /// Moved sessions that neither the new substation nor the old one
+    /// admitted (warm-up included); 0 unless the router's view was wrong.
+    pub dropped_moves: u64,
+}
+
+/// Carries out `plan`'s moves on the simulated substations as the balancer
+/// does over HTTP: every old substation hands its session over, then every
+/// new one admits the rest of it; one that refuses leaves the session to its
+/// old substation. Returns how many sessions moved, and how many were
+/// admitted by neither (dropped).
+fn rebalance(
+    chargers: &mut [Charger],
+    router: &mut Router,
+    plan: &Rebalance,
+    now: f64,
+) -> (u64, u64) {
+    let mut rests = Vec::with_capacity(plan.moves.len());
+    for m in &plan.moves {
+        let info = chargers[m.from].hand_over(m.seq, now);
+        router.moved_out(m.from, m.seq, now);
+        rests.push(info.map(|info| ValidRequest {
+            vehicle_id: None,
+            power_kw: info.requested_w / 1000.0,
+            energy_kwh: (info.energy_j - info.delivered_j) / 3.6e6,
+            min_power_kw: info.min_w / 1000.0,
+        }));
+    }
+    let (mut moved, mut dropped) = (0, 0);
+    for (m, rest) in plan.moves.iter().zip(rests) {
+        let Some(rest) = rest else {
+            router.abandoned(&m.ticket);
+            continue;
+        };
+        match chargers[m.ticket.index].admit(&rest, now) {
+            Ok(a) => {
+                router.confirm(&m.ticket, a.ends_in_s, Some(a.seq), now);
+                moved += 1;
+            }
+            Err(_) => {
+                router.refused(&m.ticket);
+                if chargers[m.from].admit(&rest, now).is_err() {
+                    dropped += 1;
+                }
+            }
+        }
+    }
+    (moved, dropped)
 }
 
 /// Blocking probability per class of the Kaufman–Roberts recursion: one
@@ -600,8 +659,10 @@ pub fn run_power(policy: PowerPolicy, cfg: &PowerConfig) -> PowerResult {
             PowerPolicy::Router(p) => p,
             _ => Placement::LeastUtilization,
         },
+        max_moves: cfg.max_moves,
         ..RouterConfig::default()
     };
+    let (mut moves, mut rebalanced, mut refreshed, mut dropped) = (0u64, 0u64, 0u64, 0u64);
     let mut router = Router::new(
         (0..n).map(|i| format!("s{i}")).collect(),
         router_cfg,
@@ -728,23 +789,59 @@ pub fn run_power(policy: PowerPolicy, cfg: &PowerConfig) -> PowerResult {
                 ok
             }
             PowerPolicy::Router(_) => {
-                exclude.clear();
                 let mut ok = false;
-                while let Some(ticket) =
-                    router.reserve(req.power_w(), req.min_power_w(), &exclude, now)
-                {
-                    let i = ticket.index;
-                    match chargers[i].admit(&req, now) {
-                        Ok(a) => {
-                            router.confirm(&ticket, a.ends_in_s, Some(a.seq), now);
-                            ends[i] = chargers[i].next_end().unwrap_or(f64::INFINITY);
-                            ok = true;
+                for round in 0..2 {
+                    if round == 1 {
+                        if fresh || !cfg.fresh_before_refusing {
                             break;
                         }
-                        Err(_) => {
-                            router.refused(&ticket);
-                            exclude.push(i);
+                        // Refuse only on fresh figures.
+                        poll(&chargers, &mut router, &mut snapshot, now);
+                        refreshed += u64::from(arrival >= warmup);
+                    }
+                    exclude.clear();
+                    while let Some(ticket) =
+                        router.reserve(req.power_w(), req.min_power_w(), &exclude, now)
+                    {
+                        let i = ticket.index;
+                        match chargers[i].admit(&req, now) {
+                            Ok(a) => {
+                                router.confirm(&ticket, a.ends_in_s, Some(a.seq), now);
+                                ends[i] = chargers[i].next_end().unwrap_or(f64::INFINITY);
+                                ok = true;
+                                break;
+                            }
+                            Err(_) => {
+                                router.refused(&ticket);
+                                exclude.push(i);
+                            }
                         }
+                    }
+                    if ok {
+                        break;
+                    }
+                    let min_w = req.min_power_w();
+                    if let Some(plan) = router.plan_moves(req.power_w(), min_w, &exclude, now) {
+                        let (n, lost_moves) = rebalance(&mut chargers, &mut router, &plan, now);
+                        dropped += lost_moves;
+                        let i = plan.ticket.index;
+                        match chargers[i].admit(&req, now) {
+                            Ok(a) => {
+                                router.confirm(&plan.ticket, a.ends_in_s, Some(a.seq), now);
+                                ok = true;
+                            }
+                            Err(_) => router.refused(&plan.ticket),
+                        }
+                        for (j, ch) in chargers.iter().enumerate() {
+                            ends[j] = ch.next_end().unwrap_or(f64::INFINITY);
+                        }
+                        if arrival >= warmup {
+                            moves += n;
+                            rebalanced += u64::from(ok);
+                        }
+                    }
+                    if ok {
+                        break;
                     }
                 }
                 ok
@@ -797,12 +894,17 @@ pub fn run_power(policy: PowerPolicy, cfg: &PowerConfig) -> PowerResult {
         },
         admitted: admitted_all,
         lost: lost_all,
+        moves_per_request: frac(moves, counted),
+        rebalanced: frac(rebalanced, counted),
+        refreshed: frac(refreshed, counted),
+        dropped_moves: dropped,
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::grid::router::DEFAULT_MAX_MOVES;
 
     #[test]
     fn erlang_b_matches_known_values() {
@@ -877,6 +979,8 @@ mod tests {
             staleness: 0.05,
             arrivals: 30_000,
             seed: 3,
+            max_moves: DEFAULT_MAX_MOVES,
+            fresh_before_refusing: true,
         }
     }
 
@@ -898,11 +1002,20 @@ mod tests {
         assert_eq!(a, run_power(PowerPolicy::Router(Placement::DEFAULT), &cfg));
     }
 
+    /// The placement alone: no session moved, refusals on the estimates.
+    fn placement_only(cfg: PowerConfig) -> PowerConfig {
+        PowerConfig {
+            max_moves: 0,
+            fresh_before_refusing: false,
+            ..cfg
+        }
+    }
+
     #[test]
     fn headroom_halves_fragmentation_and_stays_near_the_kr_floor() {
         // Minimum = requested: least utilisation leaves room in pieces no
         // 150 kW request fits in; the default keeps it together.
-        let cfg = power_cfg(1.0);
+        let cfg = placement_only(power_cfg(1.0));
         let ours = run_power(PowerPolicy::Router(Placement::DEFAULT), &cfg);
         let least = run_power(PowerPolicy::Router(Placement::LeastUtilization), &cfg);
         let (kr, _) = kr_floor(&cfg);
@@ -923,7 +1036,7 @@ mod tests {
 
     #[test]
     fn with_curtailable_minimums_headroom_almost_never_fragments() {
-        let cfg = power_cfg(0.5);
+        let cfg = placement_only(power_cfg(0.5));
         let ours = run_power(PowerPolicy::Router(Placement::DEFAULT), &cfg);
         let packed = run_power(PowerPolicy::Router(Placement::BestFit), &cfg);
         assert!(ours.fragmentation <= 0.0005, "{ours:?}");
@@ -931,6 +1044,74 @@ mod tests {
         assert!(
             packed.fragmentation > 5.0 * ours.fragmentation.max(1e-4),
             "{packed:?}"
+        );
+    }
+
+    #[test]
+    fn moving_sessions_leaves_almost_no_fragmentation() {
+        // Minimum = requested, the default router: sessions handed over make
+        // room that placement alone cannot keep.
+        let cfg = power_cfg(1.0);
+        let ours = run_power(PowerPolicy::Router(Placement::DEFAULT), &cfg);
+        let alone = run_power(
+            PowerPolicy::Router(Placement::DEFAULT),
+            &placement_only(cfg.clone()),
+        );
+        let (kr, _) = kr_floor(&cfg);
+        assert!(ours.fragmentation <= 0.005, "{ours:?}");
+        assert!(
+            ours.fragmentation < 0.25 * alone.fragmentation,
+            "{ours:?} vs {alone:?}"
+        );
+        assert!(ours.rejection <= 1.1 * kr, "{ours:?} vs KR {kr}");
+        assert!(
+            ours.moves_per_request > 0.0 && ours.rebalanced > 0.0,
+            "{ours:?}"
+        );
+        // Every request a move admitted is one more admitted.
+        assert!(ours.admitted > alone.admitted, "{ours:?} vs {alone:?}");
+        assert_eq!(ours.dropped_moves, 0, "{ours:?}");
+        assert_eq!(alone.moves_per_request, 0.0);
+        // At most max_moves per admitted-after-moves request.
+        assert!(ours.moves_per_request <= DEFAULT_MAX_MOVES as f64 * ours.rebalanced + 1e-12);
+    }
+
+    #[test]
+    fn with_curtailable_minimums_and_fresh_figures_nothing_fragments() {
+        let cfg = PowerConfig {
+            arrivals: 60_000,
+            ..power_cfg(0.5)
+        };
+        for staleness in [0.01, 0.1] {
+            let cfg = PowerConfig {
+                staleness,
+                ..cfg.clone()
+            };
+            let ours = run_power(PowerPolicy::Router(Placement::DEFAULT), &cfg);
+            assert_eq!(ours.fragmentation, 0.0, "staleness {staleness}: {ours:?}");
+            assert_eq!(ours.dropped_moves, 0, "{ours:?}");
+        }
+        // At a 0.1 poll, refusals on stale estimates do happen, and the
+        // fresh poll before refusing is what turns them around.
+        let cfg = PowerConfig {
+            staleness: 0.1,
+            ..cfg
+        };
+        let ours = run_power(PowerPolicy::Router(Placement::DEFAULT), &cfg);
+        let stale = run_power(
+            PowerPolicy::Router(Placement::DEFAULT),
+            &PowerConfig {
+                fresh_before_refusing: false,
+                ..cfg.clone()
+            },
+        );
+        assert!(
+            stale.fragmentation > 0.0 && stale.refreshed == 0.0,
+            "{stale:?}"
+        );
+        assert!(
+            ours.refreshed > 0.0 && ours.lost < stale.lost,
+            "{ours:?} vs {stale:?}"
         );
     }
 
