@@ -213,6 +213,11 @@ impl BearerToken {
         Ok(BearerToken(token))
     }
 
+    /// The `Authorization` header value that carries this token.
+    pub fn authorization(&self) -> String {
+        format!("Bearer {}", self.0)
+    }
+
     /// Checks an `Authorization` header value.
     pub fn check(&self, header: Option<&str>) -> Result<()> {
         let presented = header

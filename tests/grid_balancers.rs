@@ -34,6 +34,8 @@ fn balancer_on(subs: &[String], listen: &str) -> std::io::Result<Running> {
             poll_interval: Duration::from_millis(100),
             seed: Some(3),
             batch: BatchConfig::DEFAULT,
+            admin_token: None,
+            max_moves: 0,
         },
         false,
     )

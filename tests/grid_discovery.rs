@@ -56,6 +56,8 @@ fn dns_balancer(port: u16, resolver: Resolver) -> Running {
             poll_interval: Duration::from_millis(100),
             seed: Some(7),
             batch: causal_grid::net::batch::BatchConfig::DEFAULT,
+            admin_token: None,
+            max_moves: 0,
         },
         false,
         resolver,

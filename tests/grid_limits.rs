@@ -95,6 +95,8 @@ async fn balancer_down_gives_503_with_retry_after_and_recovers() {
             poll_interval: std::time::Duration::from_millis(100),
             seed: Some(1),
             batch: causal_grid::net::batch::BatchConfig::DEFAULT,
+            admin_token: None,
+            max_moves: 0,
         },
         false,
     )

@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use clap::Parser;
 
+use causal_grid::grid::router::DEFAULT_MAX_MOVES;
 use causal_grid::service::balancer::BalancerConfig;
 use causal_grid::service::entry::EntryConfig;
 use causal_grid::service::env::init_logging;
@@ -39,6 +40,16 @@ struct Args {
     /// Simulated seconds per real second in the substations.
     #[arg(long, env = "TIME_SCALE", default_value_t = 120.0)]
     time_scale: f64,
+    /// Bearer token of the substations' `PUT /limit` and of the hand-overs
+    /// the balancer sends them when it moves sessions (the same posture as
+    /// `--secret`: override it anywhere but on your own machine).
+    #[arg(
+        long,
+        env = "GRID_ADMIN_TOKEN",
+        default_value = "dev-grid-token-change-me",
+        hide_env_values = true
+    )]
+    grid_admin_token: String,
     /// How often the balancer polls the substations, in ms.
     #[arg(long, env = "POLL_INTERVAL_MS", default_value_t = 1000)]
     poll_interval_ms: u64,
@@ -59,6 +70,7 @@ fn main() {
 
 async fn run(args: Args) -> causal_grid::Result<()> {
     let host = &args.host;
+    let admin_token = args.grid_admin_token.clone();
     let mut running: Vec<(String, Running)> = Vec::new();
     let mut kv_nodes = Vec::new();
 
@@ -80,7 +92,7 @@ async fn run(args: Args) -> causal_grid::Result<()> {
             listen_addr: format!("{host}:800{}", i + 1),
             capacity_kw: *capacity_kw,
             time_scale: args.time_scale,
-            admin_token: None,
+            admin_token: Some(admin_token.clone()),
         };
         cfg.check()?;
         let r = service::substation::start(cfg, false)?;
@@ -93,7 +105,10 @@ async fn run(args: Args) -> causal_grid::Result<()> {
         poll_interval: Duration::from_millis(args.poll_interval_ms),
         seed: None,
         batch: service::env::batch_config()?,
-    };
+        admin_token: Some(admin_token.clone()),
+        max_moves: service::env::parse_or("BALANCER_MAX_MOVES", DEFAULT_MAX_MOVES)?,
+    }
+    .checked()?;
     let r = service::balancer::start(balancer, false)?;
     let balancer_url = r.url();
     running.push(("load_balancer".into(), r));

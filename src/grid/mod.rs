@@ -26,7 +26,7 @@ pub mod session;
 pub mod sim;
 
 pub use exposition::LoadSample;
-pub use request::{ChargeGranted, ChargeRequest, ValidRequest};
+pub use request::{ChargeGranted, ChargeRequest, SessionStatus, ValidRequest};
 pub use router::{
     Demand, Move, Placement, Rebalance, Router, RouterConfig, SubstationView, Ticket,
 };

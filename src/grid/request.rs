@@ -8,6 +8,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::session::SessionInfo;
 use crate::error::{Error, Result};
 
 /// Power used when a request omits `power_kw` (a fast DC charger).
@@ -150,6 +151,52 @@ pub struct ChargeGranted {
     /// the balancer can tell exactly whether a poll already counted it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub seq: Option<u64>,
+}
+
+/// `GET /sessions/{id}` and `POST /sessions/{id}/handover` answer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SessionStatus {
+    pub session_id: String,
+    pub substation: String,
+    /// `charging`, `curtailed`, `paused`, `done` or `moved`.
+    pub state: String,
+    pub power_kw: f64,
+    pub requested_power_kw: f64,
+    pub min_power_kw: f64,
+    pub energy_kwh: f64,
+    pub delivered_kwh: f64,
+    /// Estimated real seconds to the end at the current power; `null` while paused.
+    pub ends_in_s: Option<f64>,
+}
+
+impl SessionStatus {
+    /// Session `s` of `substation`, in the units of the wire.
+    pub fn new(substation: &str, s: &SessionInfo) -> Self {
+        SessionStatus {
+            session_id: format!("{substation}-{}", s.seq),
+            substation: substation.to_string(),
+            state: s.state.name().to_string(),
+            power_kw: s.power_w / 1000.0,
+            requested_power_kw: s.requested_w / 1000.0,
+            min_power_kw: s.min_w / 1000.0,
+            energy_kwh: s.energy_j / 3.6e6,
+            delivered_kwh: s.delivered_j / 3.6e6,
+            ends_in_s: s.ends_in_s,
+        }
+    }
+    /// The rest of a session handed over (`POST /sessions/{id}/handover`),
+    /// as the request that continues it on another substation: the same
+    /// power and minimum, and the energy still to deliver. `None` if nothing
+    /// is left to deliver.
+    pub fn continuation(&self) -> Option<ChargeRequest> {
+        let left = self.energy_kwh - self.delivered_kwh;
+        (left > 1e-9).then(|| ChargeRequest {
+            vehicle_id: None,
+            power_kw: Some(self.requested_power_kw),
+            energy_kwh: Some(left.min(MAX_ENERGY_KWH)),
+            min_power_kw: Some(self.min_power_kw),
+        })
+    }
 }
 
 #[cfg(test)]

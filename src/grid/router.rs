@@ -434,6 +434,16 @@ impl Router {
         }
     }
 
+    /// Sets [`RouterConfig::max_moves`] (0: never move a session).
+    pub fn set_max_moves(&mut self, max_moves: usize) {
+        self.cfg.max_moves = max_moves;
+    }
+
+    /// [`RouterConfig::max_moves`] as set.
+    pub fn max_moves(&self) -> usize {
+        self.cfg.max_moves
+    }
+
     /// Number of substations.
     pub fn len(&self) -> usize {
         self.views.len()
@@ -1538,5 +1548,424 @@ mod tests {
             "its old sessions are forgotten"
         );
         assert_eq!(r.estimated_utilization(b), Some(0.0));
+    }
+
+    fn router_with(caps: &[f64], cfg: RouterConfig, seed: u64) -> Router {
+        let mut r = Router::new(
+            (0..caps.len()).map(|i| format!("s{i}")).collect(),
+            cfg,
+            seed,
+        );
+        for (i, c) in caps.iter().enumerate() {
+            r.observe(i, &sample(0.0, *c), 0.0, 0.0);
+        }
+        r
+    }
+
+    /// Places a fixed-power session on substation `at` (all the others
+    /// excluded) and confirms it with admission number `seq`.
+    fn place(r: &mut Router, at: usize, power_w: f64, seq: Option<u64>, ends_in_s: f64, now: f64) {
+        let others: Vec<usize> = (0..r.len()).filter(|&i| i != at).collect();
+        let t = r.reserve(power_w, power_w, &others, now).unwrap();
+        assert_eq!(t.index, at);
+        r.confirm(&t, ends_in_s, seq, now);
+    }
+
+    /// Two 100 kW substations, each with three 20 kW sessions booked to end
+    /// 100, 200 and 300 s after `now` (numbered 1 to 3 where `seqs` says
+    /// so): 40 kW free on each.
+    fn three_by_twenty_on_each(cfg: RouterConfig, seqs: [bool; 2], now: f64) -> Router {
+        let mut r = router_with(&[100_000.0, 100_000.0], cfg, 7);
+        for (i, with_seq) in seqs.into_iter().enumerate() {
+            for k in 1..=3u64 {
+                place(
+                    &mut r,
+                    i,
+                    20_000.0,
+                    with_seq.then_some(k),
+                    100.0 * k as f64,
+                    now,
+                );
+            }
+        }
+        r
+    }
+
+    fn inflight(r: &mut Router, now: f64) -> Vec<u32> {
+        r.status(now).iter().map(|v| v.inflight).collect()
+    }
+
+    fn committed(r: &Router) -> Vec<f64> {
+        (0..r.len())
+            .map(|i| r.estimated_committed_w(i).unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn one_session_moves_to_the_other_substation_to_make_room() {
+        let now = 1.0;
+        let mut r = three_by_twenty_on_each(RouterConfig::default(), [true, true], now);
+        // 60 kW fits nowhere (40 + 40 free), but the pooled 80 could take it.
+        assert!(r.reserve(60_000.0, 60_000.0, &[], now).is_none());
+        let plan = r.plan_moves(60_000.0, 60_000.0, &[], now).unwrap();
+        let (a, b) = (plan.ticket.index, 1 - plan.ticket.index);
+        assert_eq!(
+            (plan.ticket.power_w, plan.ticket.min_w, plan.ticket.at),
+            (60_000.0, 60_000.0, now)
+        );
+        // 20 kW more are needed on `a`: one 20 kW session to `b`'s 40 free.
+        // Among equal sizes the one booked to run longest goes.
+        assert_eq!(plan.moves.len(), 1, "{plan:?}");
+        let m = &plan.moves[0];
+        assert_eq!((m.from, m.seq, m.ticket.index), (a, 3, b));
+        assert_eq!((m.ticket.power_w, m.ticket.min_w), (20_000.0, 20_000.0));
+        // Everything is booked; the moved session still counts on `a`, so
+        // nothing else is placed into the room being made.
+        assert_eq!(inflight(&mut r, now), [1, 1]);
+        assert_eq!(r.estimated_committed_w(a), Some(120_000.0));
+        assert_eq!(r.estimated_committed_w(b), Some(80_000.0));
+        assert!(r.reserve(1_000.0, 1_000.0, &[b], now).is_none());
+
+        // The caller's protocol: hand over, admit the rest, then the request.
+        r.moved_out(m.from, m.seq, now);
+        assert_eq!(r.estimated_committed_w(a), Some(100_000.0));
+        r.confirm(&m.ticket, 299.0, Some(4), now);
+        assert_eq!(r.estimated_committed_w(b), Some(80_000.0));
+        r.confirm(&plan.ticket, 50.0, Some(4), now);
+        // a: 2 x 20 + 60 = 100 kW; b: 3 x 20 + 20 = 80 kW.
+        assert_eq!(r.estimated_committed_w(a), Some(100_000.0));
+        assert_eq!(r.estimated_committed_w(b), Some(80_000.0));
+        assert_eq!(inflight(&mut r, now), [0, 0]);
+        let tracked: Vec<usize> = r.status(now).iter().map(|v| v.tracked_sessions).collect();
+        assert_eq!((tracked[a], tracked[b]), (3, 4));
+
+        // Another 60 kW request: 20 kW of pooled room is not enough.
+        assert!(r.reserve(60_000.0, 60_000.0, &[], now).is_none());
+        assert!(r.plan_moves(60_000.0, 60_000.0, &[], now).is_none());
+        assert_eq!(inflight(&mut r, now), [0, 0]);
+        assert_eq!(r.estimated_committed_w(a), Some(100_000.0));
+        assert_eq!(r.estimated_committed_w(b), Some(80_000.0));
+    }
+
+    #[test]
+    fn pooled_room_that_is_just_enough_is_gathered_in_one_place() {
+        // 80 kW: both of one side's holes must go, two sessions moved.
+        let now = 1.0;
+        let mut r = three_by_twenty_on_each(RouterConfig::default(), [true, true], now);
+        let plan = r.plan_moves(80_000.0, 80_000.0, &[], now).unwrap();
+        let (a, b) = (plan.ticket.index, 1 - plan.ticket.index);
+        assert_eq!(plan.moves.len(), 2, "{plan:?}");
+        let mut seqs: Vec<u64> = plan.moves.iter().map(|m| m.seq).collect();
+        seqs.sort_unstable();
+        assert_eq!(seqs, [2, 3], "the two booked to run longest");
+        for m in &plan.moves {
+            assert_eq!((m.from, m.ticket.index), (a, b));
+            r.moved_out(m.from, m.seq, now);
+        }
+        for (k, m) in plan.moves.iter().enumerate() {
+            r.confirm(&m.ticket, 200.0, Some(4 + k as u64), now);
+        }
+        r.confirm(&plan.ticket, 50.0, Some(4), now);
+        assert_eq!(r.estimated_committed_w(a), Some(100_000.0));
+        assert_eq!(r.estimated_committed_w(b), Some(100_000.0));
+        assert_eq!(inflight(&mut r, now), [0, 0]);
+    }
+
+    #[test]
+    fn an_exchange_uses_holes_smaller_than_any_session() {
+        // 6 kW free beside an 11 kW session, 5 kW free beside a 7 kW one: a
+        // 7 kW request fits nowhere, and no session fits in the other hole.
+        // Swapping them does: 11 kW into 7 + 5, 7 kW back into 11 + 6.
+        let now = 1.0;
+        let caps = [17_000.0, 12_000.0];
+        let mut r = router_with(&caps, RouterConfig::default(), 7);
+        place(&mut r, 0, 11_000.0, Some(1), 100.0, now);
+        place(&mut r, 1, 7_000.0, Some(1), 100.0, now);
+        assert!(r.reserve(7_000.0, 7_000.0, &[], now).is_none());
+        let plan = r.plan_moves(7_000.0, 7_000.0, &[], now).unwrap();
+        assert_eq!(plan.ticket.index, 0);
+        let moves: Vec<(usize, usize, u64, f64)> = plan
+            .moves
+            .iter()
+            .map(|m| (m.from, m.ticket.index, m.seq, m.ticket.min_w))
+            .collect();
+        assert_eq!(moves, [(0, 1, 1, 11_000.0), (1, 0, 1, 7_000.0)]);
+        for m in &plan.moves {
+            r.moved_out(m.from, m.seq, now);
+        }
+        assert!(committed(&r).iter().zip(caps).all(|(c, cap)| *c <= cap));
+        for m in &plan.moves {
+            r.confirm(&m.ticket, 99.0, Some(2), now);
+            assert!(committed(&r).iter().zip(caps).all(|(c, cap)| *c <= cap));
+        }
+        r.confirm(&plan.ticket, 50.0, Some(3), now);
+        // 7 + 7 of 17 kW, and 11 of 12 kW.
+        assert_eq!(committed(&r), [14_000.0, 11_000.0]);
+        assert_eq!(inflight(&mut r, now), [0, 0]);
+
+        // One move at most: a swap is two, so there is no plan.
+        let mut r = router_with(
+            &caps,
+            RouterConfig {
+                max_moves: 1,
+                ..RouterConfig::default()
+            },
+            7,
+        );
+        place(&mut r, 0, 11_000.0, Some(1), 100.0, now);
+        place(&mut r, 1, 7_000.0, Some(1), 100.0, now);
+        assert!(r.plan_moves(7_000.0, 7_000.0, &[], now).is_none());
+        assert_eq!(inflight(&mut r, now), [0, 0]);
+    }
+
+    #[test]
+    fn no_moves_when_max_moves_is_zero() {
+        let now = 1.0;
+        let cfg = RouterConfig {
+            max_moves: 0,
+            ..RouterConfig::default()
+        };
+        let mut r = three_by_twenty_on_each(cfg, [true, true], now);
+        assert!(r.plan_moves(60_000.0, 60_000.0, &[], now).is_none());
+        assert_eq!(inflight(&mut r, now), [0, 0]);
+        assert_eq!(committed(&r), [60_000.0, 60_000.0]);
+    }
+
+    #[test]
+    fn no_plan_and_nothing_booked_when_the_pooled_room_is_short() {
+        let now = 1.0;
+        let mut r = three_by_twenty_on_each(RouterConfig::default(), [true, true], now);
+        // 80 kW of room in all: 81 kW cannot be gathered by any moves.
+        assert!(r.plan_moves(81_000.0, 81_000.0, &[], now).is_none());
+        assert!(r.plan_moves(150_000.0, 150_000.0, &[], now).is_none());
+        assert_eq!(inflight(&mut r, now), [0, 0]);
+        assert_eq!(committed(&r), [60_000.0, 60_000.0]);
+        // A flexible request is planned for by its minimum.
+        let plan = r.plan_moves(150_000.0, 60_000.0, &[], now).unwrap();
+        assert_eq!(
+            (plan.ticket.power_w, plan.ticket.min_w),
+            (150_000.0, 60_000.0)
+        );
+        assert_eq!(plan.moves.len(), 1);
+    }
+
+    #[test]
+    fn excluded_substations_are_not_emptied() {
+        let now = 1.0;
+        let mut r = three_by_twenty_on_each(RouterConfig::default(), [true, true], now);
+        assert!(r.plan_moves(60_000.0, 60_000.0, &[0, 1], now).is_none());
+        assert_eq!(inflight(&mut r, now), [0, 0]);
+        for into in [0, 1] {
+            let mut r = three_by_twenty_on_each(RouterConfig::default(), [true, true], now);
+            let plan = r.plan_moves(60_000.0, 60_000.0, &[1 - into], now).unwrap();
+            assert_eq!(plan.ticket.index, into);
+            assert_eq!(plan.moves.len(), 1);
+            assert_eq!(
+                (plan.moves[0].from, plan.moves[0].ticket.index),
+                (into, 1 - into)
+            );
+        }
+    }
+
+    #[test]
+    fn sessions_past_their_booked_end_are_not_moved() {
+        // Substation 0's sessions were booked to end at 11, 21 and 31 but
+        // were curtailed and still run: a poll at 40 counts them. Only
+        // substation 1's sessions (booked to 1001..) may move.
+        let mut r = router_with(&[100_000.0, 100_000.0], RouterConfig::default(), 7);
+        for k in 1..=3u64 {
+            place(&mut r, 0, 20_000.0, Some(k), 10.0 * k as f64, 1.0);
+            place(&mut r, 1, 20_000.0, Some(k), 1000.0 * k as f64, 1.0);
+        }
+        let still_running = LoadSample {
+            committed_w: Some(60_000.0),
+            requested_w: Some(60_000.0),
+            started: Some(3),
+            ..sample(60_000.0, 100_000.0)
+        };
+        r.observe(0, &still_running, 40.0, 40.0);
+        assert_eq!(committed(&r), [60_000.0, 60_000.0]);
+        assert!(r.reserve(60_000.0, 60_000.0, &[], 40.0).is_none());
+        let plan = r.plan_moves(60_000.0, 60_000.0, &[], 40.0).unwrap();
+        assert_eq!(plan.ticket.index, 1);
+        assert_eq!(plan.moves.len(), 1);
+        assert_eq!((plan.moves[0].from, plan.moves[0].ticket.index), (1, 0));
+        // With substation 1 excluded only 0 could be emptied: no plan.
+        r.abandoned(&plan.moves[0].ticket);
+        r.abandoned(&plan.ticket);
+        assert!(r.plan_moves(60_000.0, 60_000.0, &[1], 40.0).is_none());
+        assert_eq!(inflight(&mut r, 40.0), [0, 0]);
+    }
+
+    #[test]
+    fn sessions_confirmed_without_a_sequence_number_are_not_moved() {
+        // The substation cannot be told which session to hand over.
+        let now = 1.0;
+        let mut r = three_by_twenty_on_each(RouterConfig::default(), [false, true], now);
+        let plan = r.plan_moves(60_000.0, 60_000.0, &[], now).unwrap();
+        assert_eq!(plan.ticket.index, 1);
+        assert_eq!((plan.moves[0].from, plan.moves[0].ticket.index), (1, 0));
+        r.abandoned(&plan.moves[0].ticket);
+        r.abandoned(&plan.ticket);
+        assert!(r.plan_moves(60_000.0, 60_000.0, &[1], now).is_none());
+        let mut r = three_by_twenty_on_each(RouterConfig::default(), [false, false], now);
+        assert!(r.plan_moves(60_000.0, 60_000.0, &[], now).is_none());
+        assert_eq!(inflight(&mut r, now), [0, 0]);
+    }
+
+    #[test]
+    fn a_moved_session_is_subtracted_once_whatever_the_polls_say() {
+        let mut r = router(&[100_000.0]);
+        // Sessions 1 and 2 booked to end at 101, session 3 at 51.
+        place(&mut r, 0, 20_000.0, Some(1), 100.0, 1.0);
+        place(&mut r, 0, 20_000.0, Some(2), 100.0, 1.0);
+        place(&mut r, 0, 20_000.0, Some(3), 50.0, 1.0);
+        let polled = |committed_w: f64| LoadSample {
+            committed_w: Some(committed_w),
+            requested_w: Some(committed_w),
+            started: Some(3),
+            ..sample(committed_w, 100_000.0)
+        };
+        r.observe(0, &polled(60_000.0), 1.5, 1.5);
+        assert_eq!(r.estimated_committed_w(0), Some(60_000.0));
+        r.moved_out(0, 3, 2.0);
+        assert_eq!(r.estimated_committed_w(0), Some(40_000.0));
+        // Unknown or already moved: nothing changes.
+        r.moved_out(0, 3, 2.0);
+        r.moved_out(0, 9, 2.0);
+        assert_eq!(r.estimated_committed_w(0), Some(40_000.0));
+        // A poll taken before the hand-over still counts it.
+        r.observe(0, &polled(60_000.0), 1.8, 2.1);
+        assert_eq!(r.estimated_committed_w(0), Some(40_000.0));
+        // One taken after it does not: no second subtraction.
+        r.observe(0, &polled(40_000.0), 3.0, 3.0);
+        assert_eq!(r.estimated_committed_w(0), Some(40_000.0));
+        assert_eq!(r.status(3.0)[0].tracked_sessions, 2);
+        // Nor at its old booked end.
+        r.status(60.0);
+        assert_eq!(r.estimated_committed_w(0), Some(40_000.0));
+        r.status(102.0);
+        assert_eq!(r.estimated_committed_w(0), Some(0.0));
+    }
+
+    /// A session as the property test's model of the substations sees it.
+    #[derive(Debug, Clone, Copy)]
+    struct Running {
+        seq: Option<u64>,
+        power_w: f64,
+        end: f64,
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+
+        #[test]
+        fn a_plan_moves_each_session_once_and_leaves_every_substation_within_capacity(
+            caps_kw in proptest::collection::vec(30u32..=300, 2..=4),
+            arrivals in proptest::collection::vec((0usize..5, 1u32..=2000, proptest::bool::ANY), 0..60),
+            request in 0.0f64..1.2,
+            max_moves in 1usize..=DEFAULT_MAX_MOVES,
+            excluded in proptest::option::of(0usize..4),
+            fill in 0.5f64..0.95,
+            seed in 0u64..1000,
+        ) {
+            const CLASSES_W: [f64; 5] = [7_000.0, 11_000.0, 22_000.0, 50_000.0, 150_000.0];
+            let caps: Vec<f64> = caps_kw.iter().map(|&c| f64::from(c) * 1000.0).collect();
+            let n = caps.len();
+            let total: f64 = caps.iter().sum();
+            let cfg = RouterConfig { max_moves, ..RouterConfig::default() };
+            let mut r = router_with(&caps, cfg, seed);
+            // What runs on each substation, and its admission counter.
+            let mut model: Vec<Vec<Running>> = vec![Vec::new(); n];
+            let mut started = vec![0u64; n];
+            let sum = |m: &[Running]| m.iter().map(|s| s.power_w).sum::<f64>();
+            let mut now = 1.0;
+            for (class, ticks, poll) in arrivals {
+                now += 0.01;
+                for m in model.iter_mut() {
+                    m.retain(|s| s.end > now);
+                }
+                if poll {
+                    for (i, m) in model.iter().enumerate() {
+                        let s = LoadSample {
+                            committed_w: Some(sum(m)),
+                            requested_w: Some(sum(m)),
+                            started: Some(started[i]),
+                            ..sample(sum(m).min(caps[i]), caps[i])
+                        };
+                        r.observe(i, &s, now, now);
+                    }
+                }
+                let p = CLASSES_W[class];
+                // Up to `fill` of the total, so that room is left in pieces.
+                if model.iter().map(|m| sum(m)).sum::<f64>() + p > fill * total {
+                    continue;
+                }
+                if let Some(t) = r.reserve(p, p, &[], now) {
+                    prop_assert!(sum(&model[t.index]) + p <= caps[t.index]);
+                    started[t.index] += 1;
+                    let end = now + f64::from(ticks) * 0.05;
+                    model[t.index].push(Running { seq: Some(started[t.index]), power_w: p, end });
+                    r.confirm(&t, end - now, Some(started[t.index]), now);
+                }
+            }
+            now += 0.01;
+            for m in model.iter_mut() {
+                m.retain(|s| s.end > now);
+            }
+            // A request larger than every hole (so it fits nowhere as things
+            // stand), up to a little more than the pooled room or the largest
+            // capacity, whole kW.
+            let rooms: Vec<f64> = (0..n).map(|i| caps[i] - sum(&model[i])).collect();
+            let largest = rooms.iter().copied().fold(0.0, f64::max);
+            let pooled: f64 = rooms.iter().map(|r| r.max(0.0)).sum();
+            let top = caps.iter().copied().fold(0.0, f64::max);
+            let q = ((largest + request * (pooled.min(top) - largest)) / 1000.0).ceil() * 1000.0;
+            let q = q.max(largest + 1000.0);
+            prop_assert!(r.reserve(q, q, &[], now).is_none());
+            let exclude: Vec<usize> = excluded.into_iter().filter(|&i| i < n).collect();
+            let before = committed(&r);
+            let Some(plan) = r.plan_moves(q, q, &exclude, now) else {
+                // Nothing booked.
+                prop_assert!(inflight(&mut r, now).iter().all(|&k| k == 0));
+                prop_assert_eq!(committed(&r), before);
+                return Ok(());
+            };
+            let into = plan.ticket.index;
+            prop_assert!(!exclude.contains(&into));
+            prop_assert_eq!((plan.ticket.power_w, plan.ticket.min_w), (q, q));
+            prop_assert!(plan.moves.len() <= max_moves);
+            // Carry the moves out on the model: each takes a session that
+            // runs on `from` and was not moved before (a continuation has no
+            // number until it is admitted, so it cannot be taken again).
+            for m in &plan.moves {
+                prop_assert!(m.ticket.index != m.from, "{:?}", plan);
+                let k = model[m.from].iter().position(|s| s.seq == Some(m.seq));
+                prop_assert!(k.is_some(), "{:?} not on {}: {:?}", m, m.from, plan);
+                let s = model[m.from].remove(k.unwrap_or_default());
+                prop_assert_eq!((m.ticket.power_w, m.ticket.min_w), (s.power_w, s.power_w));
+                model[m.ticket.index].push(Running { seq: None, ..s });
+            }
+            for (i, m) in model.iter().enumerate() {
+                prop_assert!(sum(m) <= caps[i] + 1e-6, "{} over capacity: {:?}", i, plan);
+            }
+            prop_assert!(sum(&model[into]) + q <= caps[into] + 1e-6, "{:?}", plan);
+            // And on the router, which must then agree with the model.
+            for m in &plan.moves {
+                r.moved_out(m.from, m.seq, now);
+            }
+            for m in &plan.moves {
+                started[m.ticket.index] += 1;
+                r.confirm(&m.ticket, 10.0, Some(started[m.ticket.index]), now);
+            }
+            started[into] += 1;
+            r.confirm(&plan.ticket, 10.0, Some(started[into]), now);
+            model[into].push(Running { seq: Some(started[into]), power_w: q, end: now + 10.0 });
+            prop_assert!(inflight(&mut r, now).iter().all(|&k| k == 0));
+            for (i, c) in committed(&r).into_iter().enumerate() {
+                prop_assert!((c - sum(&model[i])).abs() < 1e-6, "{} {} {:?}", i, c, model);
+                prop_assert!(c <= caps[i] + 1e-6);
+            }
+        }
     }
 }

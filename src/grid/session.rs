@@ -588,6 +588,145 @@ mod tests {
     }
 
     #[test]
+    fn a_handed_over_session_leaves_with_exactly_the_energy_it_still_needs() {
+        // At 3600x a real second is a simulated hour: after 0.125 s a 50 kW
+        // session has delivered 6.25 of its 10 kWh (22.5 MJ of 36 MJ).
+        let mut c = Charger::new(100_000.0, 3600.0);
+        assert_eq!(c.admit(&req(50.0, 10.0), 0.0).unwrap().seq, 1);
+        assert_eq!(c.admit(&req(20.0, 100.0), 0.0).unwrap().seq, 2);
+        let info = c.hand_over(1, 0.125).unwrap();
+        assert_eq!(info.seq, 1);
+        assert_eq!(info.state, SessionState::Charging);
+        assert_eq!(info.power_w, 50_000.0);
+        assert_eq!((info.requested_w, info.min_w), (50_000.0, 50_000.0));
+        assert_eq!(info.energy_j, 36e6);
+        assert_eq!(info.delivered_j, 22.5e6);
+        assert_eq!(info.energy_j - info.delivered_j, 13.5e6);
+        // 3.75 kWh at 50 kW: 4.5 simulated minutes, 0.075 real seconds.
+        assert!((info.ends_in_s.unwrap() - 0.075).abs() < 1e-12, "{info:?}");
+        // Only the other session is left; the substation counted the energy
+        // both drew until the hand-over (20 kW for 0.125 h is 9 MJ).
+        assert_eq!(c.active(), 1);
+        assert_eq!(c.power_w(), 20_000.0);
+        assert_eq!(c.energy_j(), 22.5e6 + 9e6);
+        // The moved session delivers nothing more here.
+        c.advance(0.5);
+        assert_eq!(c.session(1).unwrap().delivered_j, 22.5e6);
+        assert_eq!(c.energy_j(), 22.5e6 + 36e6);
+    }
+
+    #[test]
+    fn a_handed_over_session_is_remembered_as_moved_and_counted_apart() {
+        let mut c = Charger::new(100_000.0, 3600.0);
+        c.admit(&req(50.0, 10.0), 0.0).unwrap();
+        c.admit(&flex(60.0, 30.0, 100.0), 0.0).unwrap();
+        assert_eq!(kw(c.committed_w()), 80.0);
+        c.hand_over(1, 0.125).unwrap();
+        let s = c.session(1).unwrap();
+        assert_eq!(s.state, SessionState::Moved);
+        assert_eq!(s.power_w, 0.0);
+        assert_eq!(s.ends_in_s, None);
+        assert_eq!(s.delivered_j, 22.5e6);
+        // Its minimum no longer counts for admission.
+        assert_eq!(kw(c.committed_w()), 30.0);
+        assert_eq!((c.started(), c.completed(), c.moved()), (2, 0, 1));
+        // Admission numbers are not reused: the next one is the 3rd.
+        assert_eq!(c.admit(&req(70.0, 10.0), 0.125).unwrap().seq, 3);
+        assert!(c.power_w() <= c.capacity_w());
+    }
+
+    #[test]
+    fn a_session_is_handed_over_only_once_and_only_while_it_runs() {
+        let mut c = Charger::new(100_000.0, 3600.0);
+        // 50 kW for 10 kWh ends at 0.2 s; 20 kW for 100 kWh runs on.
+        c.admit(&req(50.0, 10.0), 0.0).unwrap();
+        c.admit(&req(20.0, 100.0), 0.0).unwrap();
+        assert!(c.hand_over(2, 0.1).is_some());
+        assert_eq!(c.hand_over(2, 0.1), None, "moved already");
+        assert_eq!(c.hand_over(2, 0.2), None, "moved already");
+        assert_eq!(c.hand_over(7, 0.1), None, "never admitted");
+        assert_eq!(c.moved(), 1);
+        assert_eq!(c.session(2).unwrap().state, SessionState::Moved);
+        // The first session's energy is delivered by 0.2: it has ended, so
+        // there is nothing left to hand over.
+        assert_eq!(c.hand_over(1, 0.25), None);
+        assert_eq!(c.session(1).unwrap().state, SessionState::Done);
+        assert_eq!((c.started(), c.completed(), c.moved()), (2, 1, 1));
+        assert_eq!(c.active(), 0);
+        assert_eq!(c.power_w(), 0.0);
+    }
+
+    #[test]
+    fn handing_over_re_shares_at_once_so_curtailed_sessions_rise() {
+        let mut c = Charger::new(100_000.0, 3600.0);
+        // 60 kW fixed, then 80 kW that accepts 20: it gets the 40 left.
+        c.admit(&req(60.0, 60.0), 0.0).unwrap();
+        c.admit(&flex(80.0, 20.0, 80.0), 0.0).unwrap();
+        assert_eq!(kw(c.session(2).unwrap().power_w), 40.0);
+        assert_eq!(c.session(2).unwrap().state, SessionState::Curtailed);
+        let moved = c.hand_over(1, 0.5).unwrap();
+        assert_eq!(moved.delivered_j, 30.0 * 3.6e6);
+        // The 60 kW are free at once: the curtailed session draws its 80.
+        let s = c.session(2).unwrap();
+        assert_eq!(kw(s.power_w), 80.0);
+        assert_eq!(s.state, SessionState::Charging);
+        assert_eq!(kw(c.power_w()), 80.0);
+        assert!(c.power_w() <= c.capacity_w());
+        // 20 of its 80 kWh went at 40 kW; the other 60 at 80 kW take 0.75 h.
+        assert!((c.next_end().unwrap() - 1.25).abs() < 1e-9);
+        assert!((s.ends_in_s.unwrap() - 0.75).abs() < 1e-9);
+        assert_eq!(c.advance(1.25), 1);
+        assert_eq!(c.session(2).unwrap().state, SessionState::Done);
+    }
+
+    #[test]
+    fn max_min_sharing_spreads_the_freed_power_and_stays_under_the_limit() {
+        let mut c = Charger::new(100_000.0, 1.0);
+        // 40 kW fixed, then two 50 kW sessions that accept 10: level 30.
+        c.admit(&req(40.0, 100.0), 0.0).unwrap();
+        c.admit(&flex(50.0, 10.0, 100.0), 0.0).unwrap();
+        c.admit(&flex(25.0, 10.0, 100.0), 0.0).unwrap();
+        assert_eq!(kw(c.session(2).unwrap().power_w), 35.0);
+        assert_eq!(kw(c.session(3).unwrap().power_w), 25.0);
+        c.admit(&flex(50.0, 10.0, 100.0), 0.0).unwrap();
+        // 60 kW for (10..50), (10..25), (10..50): level 20.
+        assert_eq!(kw(c.session(2).unwrap().power_w), 20.0);
+        assert_eq!(kw(c.power_w()), 100.0);
+        c.hand_over(1, 1.0).unwrap();
+        // 100 kW for (10..50), (10..25), (10..50): 25 + 2 x 37.5.
+        assert_eq!(kw(c.session(2).unwrap().power_w), 37.5);
+        assert_eq!(kw(c.session(3).unwrap().power_w), 25.0);
+        assert_eq!(kw(c.session(4).unwrap().power_w), 37.5);
+        assert_eq!(c.curtailed(), 2);
+        assert_eq!(kw(c.power_w()), 100.0);
+        assert!(c.power_w() <= c.capacity_w() * (1.0 + 1e-12));
+    }
+
+    #[test]
+    fn a_paused_session_can_be_handed_over_and_an_old_ones_departure_resumes_it() {
+        let mut c = Charger::new(100_000.0, 1.0);
+        for _ in 0..4 {
+            c.admit(&flex(30.0, 20.0, 100.0), 0.0).unwrap();
+        }
+        // Two minimums fit under 45 kW: the 3rd and 4th pause.
+        c.set_capacity(45_000.0, 1.0);
+        assert_eq!(c.paused(), 2);
+        let paused = c.hand_over(4, 2.0).unwrap();
+        assert_eq!(paused.state, SessionState::Paused);
+        assert_eq!(paused.power_w, 0.0);
+        assert_eq!(paused.ends_in_s, None);
+        assert_eq!(c.paused(), 1);
+        // The oldest leaves: the paused 3rd resumes, 22.5 kW each.
+        c.hand_over(1, 3.0).unwrap();
+        assert_eq!(c.paused(), 0);
+        assert_eq!(c.session(3).unwrap().state, SessionState::Curtailed);
+        assert_eq!(kw(c.session(3).unwrap().power_w), 22.5);
+        assert_eq!(kw(c.power_w()), 45.0);
+        assert!(c.power_w() <= c.capacity_w() * (1.0 + 1e-12));
+        assert_eq!(c.moved(), 2);
+    }
+
+    #[test]
     fn water_level_meets_the_limit() {
         let b = [(10.0, 30.0), (20.0, 150.0), (5.0, 5.0)];
         assert_eq!(water_level(b.into_iter(), 1000.0), 150.0);

@@ -13,14 +13,14 @@ use std::cell::{Cell, RefCell};
 use std::time::{Duration, Instant};
 
 use awc::error::SendRequestError;
-use awc::http::header::CONTENT_TYPE;
+use awc::http::header::{AUTHORIZATION, CONTENT_TYPE};
 use awc::http::Uri;
 use bytes::Bytes;
 
 use super::batch::{BatchConfig, Batcher};
 use super::dns::{Resolver, Target};
 use crate::error::{Error, Result};
-use crate::grid::{ChargeGranted, ChargeRequest};
+use crate::grid::{ChargeGranted, ChargeRequest, SessionStatus};
 use crate::wire::ErrorBody;
 
 /// Largest response body read from a peer.
@@ -119,6 +119,50 @@ pub fn parse_grant(from: &Uri, forwarded: Forwarded<Bytes>) -> Forwarded {
         Forwarded::Unreachable(m) => Forwarded::Unreachable(m),
         Forwarded::Timeout => Forwarded::Timeout,
         Forwarded::Failed(m) => Forwarded::Failed(m),
+    }
+}
+
+/// How a hand-over (`POST /sessions/{id}/handover`) ended.
+#[derive(Debug, Clone, PartialEq)]
+pub enum HandedOver {
+    /// The session stopped there; this is what it had left.
+    Moved(SessionStatus),
+    /// 404: no such live session (it ended, or was moved already).
+    Gone(String),
+    /// Anything else (unreachable, timeout, 401, 5xx, a bad body): the
+    /// session may still be charging there.
+    Failed(String),
+}
+
+/// Asks the substation at `uri` (its `/sessions/{id}/handover`) to hand a
+/// session over, with `authorization` (`Bearer <GRID_ADMIN_TOKEN>`).
+pub async fn post_handover(client: &awc::Client, uri: Uri, authorization: &str) -> HandedOver {
+    let mut resp = match client
+        .post(uri.clone())
+        .insert_header((AUTHORIZATION, authorization))
+        .send()
+        .await
+    {
+        Ok(r) => r,
+        Err(e) => return HandedOver::Failed(format!("{uri}: {e}")),
+    };
+    let status = resp.status();
+    let body = match resp.body().limit(MAX_BODY).await {
+        Ok(b) => b,
+        Err(e) => return HandedOver::Failed(format!("{uri}: reading response: {e}")),
+    };
+    if status.is_success() {
+        return match serde_json::from_slice::<SessionStatus>(&body) {
+            Ok(s) => HandedOver::Moved(s),
+            Err(e) => HandedOver::Failed(format!("bad answer from {uri}: {e}")),
+        };
+    }
+    let message = serde_json::from_slice::<ErrorBody>(&body)
+        .map(|b| b.error)
+        .unwrap_or_else(|_| String::from_utf8_lossy(&body).into_owned());
+    match status.as_u16() {
+        404 => HandedOver::Gone(message),
+        code => HandedOver::Failed(format!("{uri} answered {code}: {message}")),
     }
 }
 

@@ -11,11 +11,13 @@ use prometheus::Registry;
 
 use super::env;
 use super::server::{spawn_server, Running};
-use crate::actors::grid::messages::PollTiming;
+use crate::actors::grid::messages::{AttachPoller, PollTiming};
 use crate::actors::grid::metrics::BalancerMetrics;
 use crate::actors::grid::poller::Discovery;
 use crate::actors::grid::{LoadPollerActor, RouterActor};
+use crate::auth::BearerToken;
 use crate::error::{Error, Result};
+use crate::grid::router::DEFAULT_MAX_MOVES;
 use crate::http::error::{json_config, not_found};
 use crate::http::grid::balancer::configure;
 use crate::http::grid::MAX_BODY_BYTES;
@@ -24,6 +26,9 @@ use crate::metrics::HttpMetrics;
 use crate::net::batch::BatchConfig;
 use crate::net::dns::{parse_target, parse_targets, system_resolver, DnsSource, Resolver, Target};
 use crate::net::grid::build_client;
+
+/// Largest `BALANCER_MAX_MOVES`.
+pub const MAX_MOVES_LIMIT: usize = 64;
 
 /// Connect timeout towards a substation.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_millis(250);
@@ -47,6 +52,12 @@ pub struct BalancerConfig {
     /// `FORWARD_BATCH_MAX`, `FORWARD_BATCHES_IN_FLIGHT`: requests to a
     /// substation that queue behind those in flight go on as one batch.
     pub batch: BatchConfig,
+    /// `GRID_ADMIN_TOKEN` (or `GRID_ADMIN_TOKEN_FILE`), the substations'
+    /// token: it authorises hand-overs; unset, no session is moved.
+    pub admin_token: Option<String>,
+    /// `BALANCER_MAX_MOVES`, default 8 (0 to 64): most sessions moved to
+    /// make room for one request; 0 never moves one.
+    pub max_moves: usize,
 }
 
 /// Splits and checks a `SUBSTATIONS` value (base URLs and DNS names).
@@ -81,13 +92,30 @@ impl BalancerConfig {
         if interval_ms == 0 {
             return Err(Error::config("POLL_INTERVAL_MS must be positive"));
         }
-        Ok(BalancerConfig {
+        BalancerConfig {
             listen_addr: env::parse_or("LISTEN_ADDR", "0.0.0.0:7000".to_string())?,
             substations: parse_substations(&raw)?,
             poll_interval: Duration::from_millis(interval_ms),
             seed: None,
             batch: env::batch_config()?,
-        })
+            admin_token: env::secret("GRID_ADMIN_TOKEN")?,
+            max_moves: env::parse_or("BALANCER_MAX_MOVES", DEFAULT_MAX_MOVES)?,
+        }
+        .checked()
+    }
+
+    /// Range checks, naming the variable at fault.
+    pub fn checked(self) -> Result<Self> {
+        if self.max_moves > MAX_MOVES_LIMIT {
+            return Err(Error::config(format!(
+                "BALANCER_MAX_MOVES must be 0 to {MAX_MOVES_LIMIT}, got {}",
+                self.max_moves
+            )));
+        }
+        if self.admin_token.as_deref() == Some("") {
+            return Err(Error::config("GRID_ADMIN_TOKEN must not be empty"));
+        }
+        Ok(self)
     }
 
     /// The deadline of one poll: 80% of an interval, within [100 ms, 800 ms],
@@ -116,6 +144,8 @@ struct RouterParts {
     seed: u64,
     instance: String,
     batch: BatchConfig,
+    admin_token: Option<BearerToken>,
+    max_moves: usize,
 }
 
 impl RouterParts {
@@ -130,8 +160,9 @@ impl RouterParts {
         )
         .with_instance(self.instance.clone())
         .with_batching(self.batch)
+        .with_moves(self.admin_token.as_ref(), self.max_moves)
         .start();
-        LoadPollerActor::new(
+        let poller = LoadPollerActor::new(
             &self.listed,
             build_client(CONNECT_TIMEOUT, self.timing.timeout),
             router.clone().recipient(),
@@ -146,6 +177,7 @@ impl RouterParts {
             left: router.clone().recipient(),
         })
         .start();
+        router.do_send(AttachPoller(poller.recipient()));
         router
     }
 }
@@ -179,7 +211,12 @@ pub fn start_with_resolver(
         seed: cfg.seed.unwrap_or_else(rand::random),
         instance: env::host_name().unwrap_or_else(|| cfg.listen_addr.clone()),
         batch: cfg.batch,
+        admin_token: cfg.admin_token.clone().map(BearerToken::new).transpose()?,
+        max_moves: cfg.max_moves,
     };
+    if parts.admin_token.is_none() && cfg.max_moves > 0 {
+        log::info!("GRID_ADMIN_TOKEN is not set: no session will be moved to make room");
+    }
     // The router and the poller start on the first HTTP worker's thread, the
     // first time the server builds an App: requests served by that worker
     // reach the router without crossing threads (with HTTP_WORKERS=1, none
@@ -255,6 +292,8 @@ mod tests {
                 poll_interval: Duration::from_millis(ms),
                 seed: None,
                 batch: BatchConfig::DEFAULT,
+                admin_token: None,
+                max_moves: DEFAULT_MAX_MOVES,
             };
             let t = cfg.poll_timeout();
             assert!(t <= cfg.poll_interval, "{ms} ms: timeout {t:?}");

@@ -50,6 +50,31 @@ pub fn start_balancer(urls: &[String], poll_ms: u64) -> Running {
             poll_interval: Duration::from_millis(poll_ms),
             seed: Some(42),
             batch: BatchConfig::DEFAULT,
+            admin_token: None,
+            max_moves: 0,
+        },
+        false,
+    )
+    .expect("balancer starts")
+}
+
+/// A balancer that moves up to `max_moves` sessions to make room,
+/// authorising hand-overs with `admin_token`.
+pub fn start_balancer_with(
+    urls: &[String],
+    poll_ms: u64,
+    admin_token: &str,
+    max_moves: usize,
+) -> Running {
+    balancer::start(
+        BalancerConfig {
+            listen_addr: "127.0.0.1:0".into(),
+            substations: urls.to_vec(),
+            poll_interval: Duration::from_millis(poll_ms),
+            seed: Some(42),
+            batch: BatchConfig::DEFAULT,
+            admin_token: Some(admin_token.to_string()),
+            max_moves,
         },
         false,
     )

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use actix::{Actor, AsyncContext, Context, Handler};
 
-use super::messages::{GetSession, RefreshMetrics, SetLimit, StartCharge, StartCharges};
+use super::messages::{GetSession, HandOver, RefreshMetrics, SetLimit, StartCharge, StartCharges};
 use super::metrics::SubstationMetrics;
 use crate::error::{Error, Result};
 use crate::grid::{ChargeGranted, Charger, Refusal, SessionInfo, ValidRequest};
@@ -167,6 +167,24 @@ impl Handler<GetSession> for ChargerActor {
     type Result = Option<SessionInfo>;
 
     fn handle(&mut self, msg: GetSession, _: &mut Self::Context) -> Self::Result {
+        self.refresh();
+        self.charger.session(msg.0)
+    }
+}
+
+impl Handler<HandOver> for ChargerActor {
+    type Result = Option<SessionInfo>;
+
+    fn handle(&mut self, msg: HandOver, _: &mut Self::Context) -> Self::Result {
+        let left = self.charger.hand_over(msg.0, self.now())?;
+        self.metrics.moved.inc();
+        log::debug!(
+            "{}: session {} handed over with {:.2} of {:.2} kWh to go",
+            self.id,
+            msg.0,
+            (left.energy_j - left.delivered_j) / 3.6e6,
+            left.energy_j / 3.6e6
+        );
         self.refresh();
         self.charger.session(msg.0)
     }

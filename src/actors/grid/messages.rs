@@ -39,6 +39,15 @@ pub struct SetLimit(pub f64);
 #[rtype(result = "Option<crate::grid::SessionInfo>")]
 pub struct GetSession(pub u64);
 
+/// Hand session `seq` over to another substation (load transfer): it stops
+/// here at once and its power is shared among the rest. Sent by the
+/// substation's `POST /sessions/{id}/handover` handler to `ChargerActor`;
+/// answers the session as it now stands (`moved`, with the energy delivered
+/// here), or `None` if no live session has that number.
+#[derive(Message, Debug, Clone, Copy)]
+#[rtype(result = "Option<crate::grid::SessionInfo>")]
+pub struct HandOver(pub u64);
+
 /// End due sessions and bring the gauges up to date. Sent by the substation's
 /// `GET /metrics` handler just before it encodes the registry, so a scrape
 /// never sees sessions that have already ended.
@@ -95,6 +104,21 @@ pub struct PollFailed {
 #[derive(Message, Debug, Clone)]
 #[rtype(result = "Result<ChargeGranted>")]
 pub struct Route(pub ValidRequest);
+
+/// Poll every substation now, and answer with the samples that came back.
+/// Sent by `RouterActor` to `LoadPollerActor` when a request is about to be
+/// refused, so that a refusal rests on fresh figures; failures are reported
+/// as `PollFailed`, as in a regular poll.
+#[derive(Message, Debug, Clone, Copy)]
+#[rtype(result = "Vec<LoadSampled>")]
+pub struct PollNow;
+
+/// Where `RouterActor` sends `PollNow`. Sent once at start-up, by whoever
+/// started both actors (the poller is made after the router, which it
+/// reports to).
+#[derive(Message, Debug, Clone)]
+#[rtype(result = "()")]
+pub struct AttachPoller(pub actix::Recipient<PollNow>);
 
 /// The router's view, for `GET /status`. Sent by the balancer's handler.
 #[derive(Message, Debug, Clone, Copy)]

@@ -26,6 +26,7 @@ pub struct SubstationMetrics {
     pub sessions_active: IntGauge,
     pub started: IntCounter,
     pub completed: IntCounter,
+    pub moved: IntCounter,
     pub rejected: IntCounterVec,
     pub energy: Counter,
 }
@@ -103,6 +104,14 @@ impl SubstationMetrics {
                 IntCounter::new("substation_sessions_completed_total", "Sessions ended")
                     .map_err(e)?,
             )?,
+            moved: register(
+                r,
+                IntCounter::new(
+                    "substation_sessions_moved_total",
+                    "Sessions handed over to another substation (load transfer)",
+                )
+                .map_err(e)?,
+            )?,
             rejected: register(
                 r,
                 IntCounterVec::new(
@@ -132,6 +141,9 @@ pub struct BalancerMetrics {
     pub decisions: IntCounterVec,
     pub retries: IntCounter,
     pub no_capacity: IntCounter,
+    pub moves: IntCounterVec,
+    pub rebalanced: IntCounter,
+    pub refusal_polls: IntCounter,
     pub polls: IntCounterVec,
     pub poll_duration: Histogram,
     pub decision_duration: Histogram,
@@ -170,6 +182,33 @@ impl BalancerMetrics {
             no_capacity: register(
                 r,
                 IntCounter::new("lb_no_capacity_total", "Requests no substation could admit")
+                    .map_err(e)?,
+            )?,
+            moves: register(
+                r,
+                IntCounterVec::new(
+                    Opts::new(
+                        "lb_session_moves_total",
+                        "Sessions moved to make room, by result: moved (admitted by the new substation), returned (refused there, taken back by the old one), dropped (admitted by neither), failed (the hand-over itself failed; the session stays where it was)",
+                    ),
+                    &["result"],
+                )
+                .map_err(e)?,
+            )?,
+            rebalanced: register(
+                r,
+                IntCounter::new(
+                    "lb_rebalanced_requests_total",
+                    "Requests admitted where sessions were moved to make room",
+                )
+                .map_err(e)?,
+            )?,
+            refusal_polls: register(
+                r,
+                IntCounter::new(
+                    "lb_refusal_polls_total",
+                    "Polls of every substation taken because a request was about to be refused",
+                )
                     .map_err(e)?,
             )?,
             polls: register(

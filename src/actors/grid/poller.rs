@@ -17,9 +17,11 @@
 use std::collections::{BTreeSet, HashMap};
 use std::time::Instant;
 
-use actix::{Actor, ActorFutureExt, AsyncContext, Context, Recipient, WrapFuture};
+use actix::{
+    Actor, ActorFutureExt, AsyncContext, Context, Handler, Recipient, ResponseActFuture, WrapFuture,
+};
 
-use super::messages::{Joined, Left, LoadSampled, PollFailed, PollTiming};
+use super::messages::{Joined, Left, LoadSampled, PollFailed, PollNow, PollTiming};
 use super::metrics::BalancerMetrics;
 use super::router::initial_name;
 use crate::grid::LoadSample;
@@ -184,32 +186,12 @@ impl LoadPollerActor {
                 continue;
             }
             m.inflight = true;
-            let client = self.client.clone();
-            let url = m.metrics_url.clone();
-            let timeout = self.timing.timeout;
+            let fetch = scrape(
+                self.client.clone(),
+                m.metrics_url.clone(),
+                self.timing.timeout,
+            );
             let at = Instant::now();
-            let fetch = async move {
-                let work = async {
-                    let mut resp = client
-                        .get(&url)
-                        .send()
-                        .await
-                        .map_err(|e| PollError::Other(e.to_string()))?;
-                    if !resp.status().is_success() {
-                        return Err(PollError::Other(format!("status {}", resp.status())));
-                    }
-                    let body = resp
-                        .body()
-                        .limit(MAX_METRICS_BODY)
-                        .await
-                        .map_err(|e| PollError::Other(e.to_string()))?;
-                    String::from_utf8(body.to_vec()).map_err(|e| PollError::Other(e.to_string()))
-                };
-                match actix_rt::time::timeout(timeout, work).await {
-                    Ok(r) => r,
-                    Err(_) => Err(PollError::Timeout),
-                }
-            };
             ctx.spawn(
                 fetch
                     .into_actor(self)
@@ -220,9 +202,22 @@ impl LoadPollerActor {
 
     fn finish(&mut self, index: usize, at: Instant, res: Result<String, PollError>) {
         self.members[index].inflight = false;
+        if let Some(sample) = self.apply(index, at, res) {
+            self.sampled.do_send(LoadSampled { index, sample, at });
+        }
+    }
+
+    /// Counts a poll's result and announces joins and failures; returns the
+    /// sample of a successful poll.
+    fn apply(
+        &mut self,
+        index: usize,
+        at: Instant,
+        res: Result<String, PollError>,
+    ) -> Option<LoadSample> {
         if !self.members[index].present {
             // It left while the poll was in flight.
-            return;
+            return None;
         }
         self.metrics
             .poll_duration
@@ -247,7 +242,7 @@ impl LoadPollerActor {
                         d.joined.do_send(Joined { index, url });
                     }
                 }
-                self.sampled.do_send(LoadSampled { index, sample, at });
+                Some(sample)
             }
             Err((result, reason)) => {
                 let m = &self.members[index];
@@ -259,8 +254,75 @@ impl LoadPollerActor {
                 if m.announced {
                     self.failed.do_send(PollFailed { index, reason });
                 }
+                None
             }
         }
+    }
+}
+
+/// GETs `url` (a `/metrics`) within `timeout`: connect, headers and body.
+async fn scrape(
+    client: awc::Client,
+    url: String,
+    timeout: std::time::Duration,
+) -> Result<String, PollError> {
+    let work = async {
+        let mut resp = client
+            .get(&url)
+            .send()
+            .await
+            .map_err(|e| PollError::Other(e.to_string()))?;
+        if !resp.status().is_success() {
+            return Err(PollError::Other(format!("status {}", resp.status())));
+        }
+        let body = resp
+            .body()
+            .limit(MAX_METRICS_BODY)
+            .await
+            .map_err(|e| PollError::Other(e.to_string()))?;
+        String::from_utf8(body.to_vec()).map_err(|e| PollError::Other(e.to_string()))
+    };
+    match actix_rt::time::timeout(timeout, work).await {
+        Ok(r) => r,
+        Err(_) => Err(PollError::Timeout),
+    }
+}
+
+impl Handler<PollNow> for LoadPollerActor {
+    type Result = ResponseActFuture<Self, Vec<LoadSampled>>;
+
+    /// Scrapes every present substation at once (beside any regular poll in
+    /// flight) and answers with the samples; the router applies them itself,
+    /// before it decides again.
+    fn handle(&mut self, _: PollNow, _: &mut Self::Context) -> Self::Result {
+        let scrapes: Vec<_> = self
+            .members
+            .iter()
+            .enumerate()
+            .filter(|(_, m)| m.present)
+            .map(|(index, m)| {
+                let at = Instant::now();
+                let fetch = scrape(
+                    self.client.clone(),
+                    m.metrics_url.clone(),
+                    self.timing.timeout,
+                );
+                async move { (index, at, fetch.await) }
+            })
+            .collect();
+        Box::pin(
+            futures_util::future::join_all(scrapes)
+                .into_actor(self)
+                .map(|results, act, _| {
+                    results
+                        .into_iter()
+                        .filter_map(|(index, at, res)| {
+                            let sample = act.apply(index, at, res)?;
+                            Some(LoadSampled { index, sample, at })
+                        })
+                        .collect()
+                }),
+        )
     }
 }
 

@@ -16,6 +16,7 @@
 //!
 //! Logical time is seconds since the actor started.
 
+use std::pin::Pin;
 use std::time::{Duration, Instant};
 
 use actix::fut::{ready, wrap_future, ActorFutureExt};
@@ -25,15 +26,23 @@ use bytes::Bytes;
 use prometheus::IntCounter;
 
 use super::messages::{
-    GetStatus, Joined, Left, LoadSampled, PollFailed, Route, Status, SubstationStatus,
+    AttachPoller, GetStatus, Joined, Left, LoadSampled, PollFailed, PollNow, Route, Status,
+    SubstationStatus,
 };
 use super::metrics::BalancerMetrics;
+use crate::auth::BearerToken;
 use crate::error::{Error, Result};
-use crate::grid::{ChargeGranted, Router, RouterConfig, Ticket};
+use crate::grid::{ChargeGranted, ChargeRequest, Move, Rebalance, Router, RouterConfig, Ticket};
 use crate::net::batch::{BatchConfig, Batcher};
-use crate::net::grid::{charge_uri, join_uri, parse_grant, post_charge_body, Forwarded};
+use crate::net::grid::{
+    charge_uri, join_uri, parse_grant, post_charge_body, post_handover, Forwarded, HandedOver,
+};
 
 const GAUGE_TICK: Duration = Duration::from_millis(250);
+/// A refusal rests on figures at most this old: a poll taken for an earlier
+/// refusal within this long is fresh enough, which bounds such polls to
+/// about 20 a second however many requests are refused.
+const REFUSAL_POLL_GAP: Duration = Duration::from_millis(50);
 
 /// The balancer's router actor.
 pub struct RouterActor {
@@ -51,6 +60,21 @@ pub struct RouterActor {
     instance: String,
     /// How requests to one substation are coalesced (`net::batch`).
     batch: BatchConfig,
+    /// `Authorization` of hand-overs (`GRID_ADMIN_TOKEN`); without it no
+    /// session is moved.
+    handover_auth: Option<String>,
+    /// Where fresh polls are asked for before a refusal.
+    poller: Option<actix::Recipient<PollNow>>,
+    refresh: Refresh,
+}
+
+/// The poll taken before refusals: at most one in flight, shared by every
+/// request waiting for it.
+#[derive(Default)]
+struct Refresh {
+    in_flight: bool,
+    waiters: Vec<tokio::sync::oneshot::Sender<()>>,
+    last_done: Option<Instant>,
 }
 
 /// Display name of a base URL until the substation tells us its id.
@@ -84,7 +108,20 @@ impl RouterActor {
                 max_items: 1,
                 in_flight: 1,
             },
+            handover_auth: None,
+            poller: None,
+            refresh: Refresh::default(),
         }
+    }
+
+    /// Lets the router move up to `max_moves` sessions to make room for one
+    /// request, authorising hand-overs with `token` (`GRID_ADMIN_TOKEN`);
+    /// without a token, or with 0, it never moves one.
+    pub fn with_moves(mut self, token: Option<&BearerToken>, max_moves: usize) -> Self {
+        self.handover_auth = token.map(BearerToken::authorization);
+        let n = if token.is_some() { max_moves } else { 0 };
+        self.router.set_max_moves(n);
+        self
     }
 
     /// Coalesces the requests to each substation that queue behind those in
@@ -212,6 +249,14 @@ impl Handler<PollFailed> for RouterActor {
     }
 }
 
+impl Handler<AttachPoller> for RouterActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: AttachPoller, _: &mut Self::Context) {
+        self.poller = Some(msg.0);
+    }
+}
+
 impl Handler<GetStatus> for RouterActor {
     type Result = actix::MessageResult<GetStatus>;
 
@@ -241,11 +286,12 @@ impl Handler<Route> for RouterActor {
     type Result = ResponseActFuture<Self, Result<ChargeGranted>>;
 
     fn handle(&mut self, msg: Route, _: &mut Self::Context) -> Self::Result {
+        let request = msg.0.to_request();
         let power_w = msg.0.power_w();
         let min_w = msg.0.min_power_w();
         let power_kw = msg.0.power_kw;
         // Encoded once; every attempt sends the same bytes.
-        let body = match serde_json::to_vec(&msg.0.to_request()) {
+        let body = match serde_json::to_vec(&request) {
             Ok(b) => Bytes::from(b),
             Err(e) => return Box::pin(ready(Err(Error::internal(e)))),
         };
@@ -256,6 +302,9 @@ impl Handler<Route> for RouterActor {
             power_kw,
             exclude: Vec::new(),
             refusals: 0,
+            refreshed: false,
+            may_move: true,
+            rebalanced: false,
         })
     }
 }
@@ -291,6 +340,12 @@ struct Attempt {
     /// Substations already tried for this request.
     exclude: Vec<usize>,
     refusals: usize,
+    /// Whether a fresh poll was taken for it already.
+    refreshed: bool,
+    /// Whether sessions may still be moved for it (once per request).
+    may_move: bool,
+    /// Whether sessions were moved to make room for it.
+    rebalanced: bool,
 }
 
 /// How a forwarding attempt ended, for the core.
@@ -387,24 +442,31 @@ impl RouterActor {
     }
 
     /// Reserves, forwards, settles; on a refusal or failure, the next best.
-    fn attempt(&mut self, mut a: Attempt) -> Routing {
+    fn attempt(&mut self, a: Attempt) -> Routing {
         let Some((ticket, target)) = self.reserve(a.power_w, a.min_w, &a.exclude) else {
-            self.metrics.no_capacity.inc();
-            return Box::pin(ready(Err(Error::unavailable(format!(
-                "no substation can admit {} kW ({} refused)",
-                a.power_kw, a.refusals
-            )))));
+            return self.no_room(a);
         };
         if !a.exclude.is_empty() {
             self.metrics.retries.inc();
         }
+        self.forward(a, ticket, target)
+    }
+
+    /// Forwards `a` under `ticket`, settles, and on a refusal or failure
+    /// tries the next best.
+    fn forward(&mut self, mut a: Attempt, ticket: Ticket, target: Target) -> Routing {
         // A clone shares the same connection pool; no new client per request.
         let post = target.clone().forward(self.client.clone(), a.body.clone());
         Box::pin(wrap_future::<_, Self>(post).then(move |forwarded, act, _| {
             act.settle(&ticket, settlement(&forwarded));
             let name = &target.name;
             let done: Routing = match forwarded {
-                Forwarded::Granted(g) => Box::pin(ready(Ok(g))),
+                Forwarded::Granted(g) => {
+                    if a.rebalanced {
+                        act.metrics.rebalanced.inc();
+                    }
+                    Box::pin(ready(Ok(g)))
+                }
                 Forwarded::Invalid(m) => Box::pin(ready(Err(Error::invalid(m)))),
                 other => {
                     match other {
@@ -425,5 +487,200 @@ impl RouterActor {
             };
             done
         }))
+    }
+}
+
+impl RouterActor {
+    /// No substation has room for `a` as the router sees them: move sessions
+    /// to make room if a plan exists, else poll afresh and decide again (once
+    /// per request), else refuse.
+    fn no_room(&mut self, mut a: Attempt) -> Routing {
+        if a.may_move {
+            a.may_move = false;
+            let now = self.now();
+            if let Some(plan) = self.router.plan_moves(a.power_w, a.min_w, &a.exclude, now) {
+                return self.rebalance(a, plan);
+            }
+        }
+        if !a.refreshed {
+            a.refreshed = true;
+            if let Some(fresh) = self.fresh_figures() {
+                return Box::pin(fresh.then(move |_, act, _| {
+                    a.exclude.clear();
+                    a.may_move = true;
+                    act.attempt(a)
+                }));
+            }
+        }
+        self.metrics.no_capacity.inc();
+        Box::pin(ready(Err(Error::unavailable(format!(
+            "no substation can admit {} kW ({} refused)",
+            a.power_kw, a.refusals
+        )))))
+    }
+
+    /// A poll of every substation for a refusal to rest on: joins the one in
+    /// flight, or takes one unless the last ended under `REFUSAL_POLL_GAP`
+    /// ago. `None` when there is no poll to wait for. The request that starts
+    /// a poll carries it: its future applies the samples and wakes the
+    /// others (an actor future runs to its end even if its caller leaves).
+    fn fresh_figures(&mut self) -> Option<Pin<Box<dyn ActorFuture<Self, Output = ()>>>> {
+        let poller = self.poller.clone()?;
+        let r = &mut self.refresh;
+        if r.in_flight {
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            r.waiters.push(tx);
+            return Some(Box::pin(wrap_future::<_, Self>(async move {
+                let _ = rx.await;
+            })));
+        }
+        if r.last_done.is_some_and(|t| t.elapsed() < REFUSAL_POLL_GAP) {
+            return None;
+        }
+        r.in_flight = true;
+        self.metrics.refusal_polls.inc();
+        let origin = self.origin;
+        let poll = async move { poller.send(PollNow).await.unwrap_or_default() };
+        Some(Box::pin(wrap_future::<_, Self>(poll).map(
+            move |samples, act, _| {
+                let now = act.now();
+                for s in samples {
+                    let at = s.at.saturating_duration_since(origin).as_secs_f64();
+                    act.router.observe(s.index, &s.sample, at, now);
+                }
+                let r = &mut act.refresh;
+                r.in_flight = false;
+                r.last_done = Some(Instant::now());
+                for w in r.waiters.drain(..) {
+                    let _ = w.send(());
+                }
+            },
+        )))
+    }
+
+    /// Carries out `plan` to make room for `a`: every session is handed over
+    /// first (a plan may exchange sessions, so room is only there once all
+    /// have left), then each continuation is admitted where the plan put it
+    /// (or, failing that, taken back where it was), then `a` is forwarded
+    /// where the room was made, and routed as usual from there.
+    fn rebalance(&mut self, mut a: Attempt, plan: Rebalance) -> Routing {
+        let Rebalance { moves, ticket } = plan;
+        let uris: Result<Vec<(Uri, Uri, Uri)>> = moves
+            .iter()
+            .map(|m| {
+                let from = &self.urls[m.from];
+                let id = format!("{}-{}", self.router.name(m.from), m.seq);
+                Ok((
+                    join_uri(from, &format!("/sessions/{id}/handover"))?,
+                    charge_uri(&self.urls[m.ticket.index])?,
+                    charge_uri(from)?,
+                ))
+            })
+            .collect();
+        let (Some(auth), Ok(uris)) = (self.handover_auth.clone(), uris) else {
+            for m in &moves {
+                self.router.abandoned(&m.ticket);
+            }
+            self.router.abandoned(&ticket);
+            return self.no_room(a);
+        };
+        a.rebalanced = true;
+        let client = self.client.clone();
+        let handovers = futures_util::future::join_all(uris.iter().map(|(handover, _, _)| {
+            let (client, uri, auth) = (client.clone(), handover.clone(), auth.clone());
+            async move { post_handover(&client, uri, &auth).await }
+        }));
+        Box::pin(
+            wrap_future::<_, Self>(handovers).then(move |answers, act, _| {
+                let now = act.now();
+                let mut rests: Vec<(Move, ChargeRequest, Uri, Uri)> = Vec::new();
+                for ((m, answer), (_, to, back)) in moves.into_iter().zip(answers).zip(uris) {
+                    match answer {
+                        HandedOver::Moved(left) => {
+                            act.router.moved_out(m.from, m.seq, now);
+                            match left.continuation() {
+                                Some(rest) => rests.push((m, rest, to, back)),
+                                None => act.router.abandoned(&m.ticket),
+                            }
+                        }
+                        HandedOver::Gone(e) | HandedOver::Failed(e) => {
+                            // Still charging there, or ended: the next poll
+                            // says which; the plan goes ahead without it.
+                            log::warn!(
+                                "hand-over of {}-{} failed: {e}",
+                                act.router.name(m.from),
+                                m.seq
+                            );
+                            act.metrics.moves.with_label_values(&["failed"]).inc();
+                            act.router.abandoned(&m.ticket);
+                        }
+                    }
+                }
+                act.continue_moved(a, ticket, rests)
+            }),
+        )
+    }
+
+    /// Admits each moved session's rest on its new substation, or else back
+    /// on its old one; then forwards `a` under `ticket`.
+    fn continue_moved(
+        &mut self,
+        a: Attempt,
+        ticket: Ticket,
+        rests: Vec<(Move, ChargeRequest, Uri, Uri)>,
+    ) -> Routing {
+        let client = self.client.clone();
+        let admissions =
+            futures_util::future::join_all(rests.into_iter().map(|(m, rest, to, back)| {
+                let client = client.clone();
+                async move {
+                    let body = match serde_json::to_vec(&rest) {
+                        Ok(b) => Bytes::from(b),
+                        Err(e) => return (m, Forwarded::Failed(e.to_string()), None),
+                    };
+                    let there = post_charge_body(&client, to, body.clone()).await;
+                    if matches!(there, Forwarded::Granted(_)) {
+                        return (m, there, None);
+                    }
+                    // Taken back where it was: its room there is still free
+                    // unless someone else took it meanwhile.
+                    let home = post_charge_body(&client, back, body).await;
+                    (m, there, Some(home))
+                }
+            }));
+        Box::pin(
+            wrap_future::<_, Self>(admissions).then(move |outcomes, act, _| {
+                for (m, there, home) in outcomes {
+                    act.settle(&m.ticket, settlement(&there));
+                    let name = act.router.name(m.from).to_string();
+                    let result = match (&there, &home) {
+                        (Forwarded::Granted(_), _) => "moved",
+                        (_, Some(Forwarded::Granted(_))) => {
+                            log::warn!("{name}-{}: its new substation refused it, so it went back: {there:?}", m.seq);
+                            "returned"
+                        }
+                        _ => {
+                            log::error!(
+                                "{name}-{}: handed over, then admitted by neither its new substation ({there:?}) nor its old one ({home:?})",
+                                m.seq
+                            );
+                            "dropped"
+                        }
+                    };
+                    act.metrics.moves.with_label_values(&[result]).inc();
+                }
+                match act.target(ticket.index) {
+                    Ok(target) => {
+                        target.decisions.inc();
+                        act.forward(a, ticket, target)
+                    }
+                    Err(e) => {
+                        log::warn!("substation {} has no usable URL: {e}", ticket.index);
+                        act.router.abandoned(&ticket);
+                        act.attempt(a)
+                    }
+                }
+            }),
+        )
     }
 }

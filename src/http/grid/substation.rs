@@ -1,6 +1,8 @@
 //! Routes of the `substation` service: `POST /charge` under a limit that
 //! sessions share (and `POST /charge/batch`, the balancer's batches,
-//! `wire::batch`), `GET /sessions/{id}`, and the operator's `PUT /limit`.
+//! `wire::batch`), `GET /sessions/{id}`, the balancer's
+//! `POST /sessions/{id}/handover` (load transfer) and the operator's
+//! `PUT /limit`, the last two behind `GRID_ADMIN_TOKEN`.
 //!
 //! `service::substation` starts the `ChargerActor` these handlers talk to.
 
@@ -11,12 +13,12 @@ use serde::{Deserialize, Serialize};
 
 use super::{batch_answer, batch_items, MAX_BATCH_BODY_BYTES};
 use crate::actors::grid::messages::{
-    GetSession, RefreshMetrics, SetLimit, StartCharge, StartCharges,
+    GetSession, HandOver, RefreshMetrics, SetLimit, StartCharge, StartCharges,
 };
 use crate::actors::grid::ChargerActor;
 use crate::auth::BearerToken;
 use crate::error::{Error, Result};
-use crate::grid::{ChargeRequest, SessionInfo};
+use crate::grid::{ChargeRequest, SessionStatus};
 use crate::http::error::json_config;
 use crate::http::{health, metrics_endpoint};
 
@@ -27,7 +29,7 @@ pub const MAX_LIMIT_KW: f64 = 1_000_000.0;
 #[derive(Debug, Clone)]
 pub struct SubstationId(pub String);
 
-/// `PUT /limit`'s token, as app data: `None` when `GRID_ADMIN_TOKEN` is
+/// The token of `PUT /limit` and `POST /sessions/{id}/handover`, as app data: `None` when `GRID_ADMIN_TOKEN` is
 /// unset, which disables the route.
 #[derive(Debug, Clone)]
 pub struct AdminToken(pub Option<BearerToken>);
@@ -45,38 +47,6 @@ pub struct LimitRequest {
 pub struct LimitChanged {
     pub capacity_kw: f64,
     pub previous_kw: f64,
-}
-
-/// `GET /sessions/{id}` answer.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct SessionStatus {
-    pub session_id: String,
-    pub substation: String,
-    /// `charging`, `curtailed`, `paused` or `done`.
-    pub state: String,
-    pub power_kw: f64,
-    pub requested_power_kw: f64,
-    pub min_power_kw: f64,
-    pub energy_kwh: f64,
-    pub delivered_kwh: f64,
-    /// Estimated real seconds to the end at the current power; `null` while paused.
-    pub ends_in_s: Option<f64>,
-}
-
-impl SessionStatus {
-    fn new(substation: &str, s: SessionInfo) -> Self {
-        SessionStatus {
-            session_id: format!("{substation}-{}", s.seq),
-            substation: substation.to_string(),
-            state: s.state.name().to_string(),
-            power_kw: s.power_w / 1000.0,
-            requested_power_kw: s.requested_w / 1000.0,
-            min_power_kw: s.min_w / 1000.0,
-            energy_kwh: s.energy_j / 3.6e6,
-            delivered_kwh: s.delivered_j / 3.6e6,
-            ends_in_s: s.ends_in_s,
-        }
-    }
 }
 
 /// `POST /charge`.
@@ -114,20 +84,61 @@ async fn charge_batch(
     Ok(HttpResponse::Ok().json(answers))
 }
 
+/// The admission number of session `<substation id>-<seq>` of this substation.
+fn session_seq(id: &SubstationId, session: &str) -> Result<u64> {
+    session
+        .strip_prefix(id.0.as_str())
+        .and_then(|rest| rest.strip_prefix('-'))
+        .and_then(|n| n.parse::<u64>().ok())
+        .ok_or_else(|| Error::NotFound(format!("no session {session} here")))
+}
+
 /// `GET /sessions/{id}`: a live session, or one of the last 1024 ended.
 async fn session(
     charger: web::Data<Addr<ChargerActor>>,
     id: web::Data<SubstationId>,
     path: web::Path<String>,
 ) -> Result<HttpResponse> {
-    let unknown = || Error::NotFound(format!("no session {} here", path.as_str()));
-    let seq = path
-        .strip_prefix(id.0.as_str())
-        .and_then(|rest| rest.strip_prefix('-'))
-        .and_then(|n| n.parse::<u64>().ok())
-        .ok_or_else(unknown)?;
-    let info = charger.send(GetSession(seq)).await?.ok_or_else(unknown)?;
-    Ok(HttpResponse::Ok().json(SessionStatus::new(&id.0, info)))
+    let seq = session_seq(&id, &path)?;
+    let info = charger
+        .send(GetSession(seq))
+        .await?
+        .ok_or_else(|| Error::NotFound(format!("no session {} here", path.as_str())))?;
+    Ok(HttpResponse::Ok().json(SessionStatus::new(&id.0, &info)))
+}
+
+/// Checks `Authorization: Bearer` against `GRID_ADMIN_TOKEN`; the route
+/// `what` is disabled (404) when the variable is unset.
+fn authorize(token: &AdminToken, req: &HttpRequest, what: &str) -> Result<()> {
+    let token = token.0.as_ref().ok_or_else(|| {
+        Error::NotFound(format!("{what} is disabled: GRID_ADMIN_TOKEN is not set"))
+    })?;
+    token.check(
+        req.headers()
+            .get(actix_web::http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok()),
+    )
+}
+
+/// `POST /sessions/{id}/handover` (load transfer, sent by the balancer):
+/// the live session stops here and the answer says how much of its energy
+/// was delivered, so another substation can admit the rest. 404 if it is
+/// not live here (ended, moved already, unknown) or the route is disabled;
+/// 401 without the token.
+async fn handover(
+    charger: web::Data<Addr<ChargerActor>>,
+    id: web::Data<SubstationId>,
+    token: web::Data<AdminToken>,
+    req: HttpRequest,
+    path: web::Path<String>,
+) -> Result<HttpResponse> {
+    authorize(&token, &req, "POST /sessions/{id}/handover")?;
+    let seq = session_seq(&id, &path)?;
+    let info = charger
+        .send(HandOver(seq))
+        .await?
+        .ok_or_else(|| Error::NotFound(format!("no live session {} here", path.as_str())))?;
+    Ok(HttpResponse::Ok().json(SessionStatus::new(&id.0, &info)))
 }
 
 /// `PUT /limit`: 404 unless `GRID_ADMIN_TOKEN` is set, 401 without it.
@@ -137,14 +148,7 @@ async fn limit(
     req: HttpRequest,
     body: web::Json<LimitRequest>,
 ) -> Result<HttpResponse> {
-    let token = token.0.as_ref().ok_or_else(|| {
-        Error::NotFound("PUT /limit is disabled: GRID_ADMIN_TOKEN is not set".into())
-    })?;
-    token.check(
-        req.headers()
-            .get(actix_web::http::header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok()),
-    )?;
+    authorize(&token, &req, "PUT /limit")?;
     let kw = body.capacity_kw;
     if !(0.0..=MAX_LIMIT_KW).contains(&kw) {
         return Err(Error::invalid(format!(
@@ -177,6 +181,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 .route(web::post().to(charge_batch)),
         )
         .route("/sessions/{id}", web::get().to(session))
+        .route("/sessions/{id}/handover", web::post().to(handover))
         .route("/limit", web::put().to(limit))
         .route("/health", web::get().to(health))
         .route("/metrics", web::get().to(metrics));
