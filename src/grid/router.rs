@@ -60,7 +60,12 @@
 //! Caveats: sessions admitted by someone else appear only at the next poll;
 //! a request in flight while a poll is taken may be counted twice until the
 //! following poll when the substation reports no `seq` (the estimate errs
-//! high, never low, for the router's own traffic).
+//! high, never low, for the router's own traffic). A poll sent before a
+//! session is handed over ([`Router::moved_out`]) but answered after it no
+//! longer counts that session, yet the router subtracts it again: until the
+//! next poll it underestimates that substation by the session's power (a
+//! request sent there meanwhile may get a 503 and be retried elsewhere), as
+//! for a session ending between a poll's sending and its answer.
 
 use std::cmp::Ordering;
 use std::collections::{BinaryHeap, VecDeque};
@@ -763,7 +768,10 @@ impl Router {
     /// [`Move`]'s ticket) and the request itself as in flight where room is
     /// made. The moved sessions keep counting on their old substation until
     /// [`Router::moved_out`], so nothing else is placed into the room being
-    /// made. `None` if no such plan exists (nothing is booked).
+    /// made. `None` if it finds no plan (nothing is booked): the search is
+    /// greedy, one exchange at a time without backtracking, so it can miss
+    /// a plan a full search would find (`grid_sim --power` counts what it
+    /// leaves).
     ///
     /// A plan may swap: a session leaves the substation being emptied for
     /// one with a little room, and a smaller one comes back from there. So
