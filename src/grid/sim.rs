@@ -820,6 +820,11 @@ pub fn run_power(policy: PowerPolicy, cfg: &PowerConfig) -> PowerResult {
                     if ok {
                         break;
                     }
+                    if round == 0 && !fresh && cfg.fresh_before_refusing {
+                        // Moves are planned on fresh figures too: with them
+                        // the request may fit as it is.
+                        continue;
+                    }
                     let min_w = req.min_power_w();
                     if let Some(plan) = router.plan_moves(req.power_w(), min_w, &exclude, now) {
                         let (n, lost_moves) = rebalance(&mut chargers, &mut router, &plan, now);

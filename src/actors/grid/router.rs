@@ -491,25 +491,25 @@ impl RouterActor {
 }
 
 impl RouterActor {
-    /// No substation has room for `a` as the router sees them: move sessions
-    /// to make room if a plan exists, else poll afresh and decide again (once
-    /// per request), else refuse.
+    /// No substation has room for `a` as the router sees them: decide again
+    /// on a fresh poll (once per request), then move sessions to make room
+    /// if a plan exists (on those figures: a move is not made for room that
+    /// is there already), else refuse.
     fn no_room(&mut self, mut a: Attempt) -> Routing {
-        if a.may_move {
-            a.may_move = false;
-            let now = self.now();
-            if let Some(plan) = self.router.plan_moves(a.power_w, a.min_w, &a.exclude, now) {
-                return self.rebalance(a, plan);
-            }
-        }
         if !a.refreshed {
             a.refreshed = true;
             if let Some(fresh) = self.fresh_figures() {
                 return Box::pin(fresh.then(move |_, act, _| {
                     a.exclude.clear();
-                    a.may_move = true;
                     act.attempt(a)
                 }));
+            }
+        }
+        if a.may_move {
+            a.may_move = false;
+            let now = self.now();
+            if let Some(plan) = self.router.plan_moves(a.power_w, a.min_w, &a.exclude, now) {
+                return self.rebalance(a, plan);
             }
         }
         self.metrics.no_capacity.inc();
