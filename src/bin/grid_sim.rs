@@ -20,12 +20,15 @@
 //! rejection overall and per class, rejection over the Kaufman-Roberts
 //! floor, fragmentation refusals (refused while the pooled free capacity
 //! could have taken the request's minimum) and peak/mean utilisation
-//! (`--class-fragmentation` adds each class's fragmentation refusals). For
-//! the default substations and mix at load <= 0.95 and staleness <= 0.1 it
-//! exits 1 if the default placement leaves more fragmentation refusals than
-//! 3.5% of requests or 0.65x plain least utilisation's with minimum =
-//! requested, rejects more than 1.1x the Kaufman-Roberts floor there, or
-//! leaves more than 0.05% with curtailable minimums.
+//! (`--class-fragmentation` adds each class's fragmentation refusals), and
+//! how many sessions the router moved to make room: each router policy runs
+//! once per `--max-moves` value (default 0 and 8). For the default
+//! substations and mix at load <= 0.95 and staleness <= 0.1 it exits 1 if
+//! the default router (`headroom` with up to 8 moves) leaves more
+//! fragmentation refusals than 0.5% of requests or 0.65x plain least
+//! utilisation's without moves with minimum = requested, rejects more than
+//! 1.1x the Kaufman-Roberts floor there, or leaves any with curtailable
+//! minimums.
 
 use clap::Parser;
 

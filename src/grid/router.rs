@@ -45,6 +45,11 @@
 //! scattered in pieces no large request fits in. `grid_sim --power` compares
 //! it with plain least utilisation, best fit and others.
 //!
+//! **Moves.** When a request fits nowhere but the pooled room could take
+//! its minimum, [`Router::plan_moves`] plans a few sessions to hand over
+//! from one substation to others (load transfer) so that it fits there; the
+//! balancer carries the plan out over HTTP and `grid_sim` on its model.
+//!
 //! Protocol with the caller (the `RouterActor`): `reserve` picks a substation
 //! and books the request as in flight; then exactly one of `confirm` (it was
 //! admitted), `refused` (the substation said it is full: its estimate is
@@ -442,11 +447,6 @@ impl Router {
     /// Sets [`RouterConfig::max_moves`] (0: never move a session).
     pub fn set_max_moves(&mut self, max_moves: usize) {
         self.cfg.max_moves = max_moves;
-    }
-
-    /// [`RouterConfig::max_moves`] as set.
-    pub fn max_moves(&self) -> usize {
-        self.cfg.max_moves
     }
 
     /// Number of substations.

@@ -7,6 +7,13 @@
 //! messages run, settle with the outcome, and on a refusal or a connection
 //! failure reserve the next best, excluding those already tried.
 //!
+//! When no substation has room as the router sees them, it asks the
+//! `LoadPollerActor` for a fresh poll (`PollNow`, one at a time, shared) and
+//! decides again; if the request still fits nowhere, it asks the core for a
+//! plan of sessions to move (`Router::plan_moves`) and carries it out: every
+//! hand-over (`POST /sessions/{id}/handover`), then every continuation's
+//! `POST /charge`, then the request itself. Only then does it refuse.
+//!
 //! Reserving and settling run inside the actor between two awaits, never
 //! across one, so decisions of concurrent requests interleave safely and
 //! every decision sees the reservations of the others still in flight; that
