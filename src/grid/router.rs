@@ -957,13 +957,41 @@ struct Shift {
 /// for. (A step with nothing coming back is a plain move; one with something
 /// coming back lets room below the smallest session's size be used.) A step
 /// that finishes the job is preferred, with the fewest moves, then the
-/// smallest gain, then the tightest fit on `t`; otherwise the largest gain
-/// per move.
+/// smallest gain, then the tightest fit on `t`; otherwise, in three
+/// searches, the largest gain per move, the smallest gain, or the largest
+/// gain; the shortest of the plans found wins.
 fn plan_into(
     bins: &[Option<Bin>],
     into: usize,
     min_w: f64,
     max_moves: usize,
+) -> Option<Vec<Shift>> {
+    // Greedy searches miss plans a different order of steps finds: try a
+    // few orders and keep the shortest plan.
+    [Greed::Rate, Greed::Fine, Greed::Coarse]
+        .into_iter()
+        .filter_map(|greed| plan_greedily(bins, into, min_w, max_moves, greed))
+        .min_by_key(Vec::len)
+}
+
+/// How [`plan_into`] ranks steps that do not finish the job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Greed {
+    /// The largest gain per move, then the tightest fit.
+    Rate,
+    /// The smallest gain, then the tightest fit: room gathered in fine steps.
+    Fine,
+    /// The largest gain, then the fewest moves.
+    Coarse,
+}
+
+/// One greedy search of [`plan_into`], ranking unfinished steps by `greed`.
+fn plan_greedily(
+    bins: &[Option<Bin>],
+    into: usize,
+    min_w: f64,
+    max_moves: usize,
+    greed: Greed,
 ) -> Option<Vec<Shift>> {
     let mut need = min_w - bins[into].as_ref()?.room_w;
     let mut free: Vec<f64> = bins
@@ -1001,7 +1029,10 @@ fn plan_into(
                         gain,
                         left_w: free[t] - gain,
                     };
-                    if best.as_ref().is_none_or(|(b, ..)| step.better_than(b)) {
+                    if best
+                        .as_ref()
+                        .is_none_or(|(b, ..)| step.better_than(b, greed))
+                    {
                         best = Some((step, t, out.clone(), back.clone()));
                     }
                 }
@@ -1042,12 +1073,24 @@ struct Step {
 }
 
 impl Step {
-    fn better_than(&self, o: &Step) -> bool {
+    fn better_than(&self, o: &Step, greed: Greed) -> bool {
         match (self.done, o.done) {
             (true, false) => true,
             (false, true) => false,
             (true, true) => (self.moves, self.gain, self.left_w) < (o.moves, o.gain, o.left_w),
-            (false, false) => self.gain / self.moves as f64 > o.gain / o.moves as f64,
+            (false, false) => match greed {
+                Greed::Rate => {
+                    let (mine, theirs) = (self.gain / self.moves as f64, o.gain / o.moves as f64);
+                    // Equal rates: the tightest fit, so that larger holes
+                    // stay whole for later steps.
+                    mine > theirs + EPS_W || (mine >= theirs - EPS_W && self.left_w < o.left_w)
+                }
+                Greed::Fine => (self.gain, self.left_w) < (o.gain, o.left_w),
+                Greed::Coarse => {
+                    self.gain > o.gain + EPS_W
+                        || (self.gain >= o.gain - EPS_W && self.moves < o.moves)
+                }
+            },
         }
     }
 }
@@ -1724,6 +1767,43 @@ mod tests {
         place(&mut r, 1, 7_000.0, Some(1), 100.0, now);
         assert!(r.plan_moves(7_000.0, 7_000.0, &[], now).is_none());
         assert_eq!(inflight(&mut r, now), [0, 0]);
+    }
+
+    #[test]
+    fn a_first_step_that_cannot_finish_takes_the_tightest_fit() {
+        // Y (30 kW) holds 13 + 7, X (68 kW) holds 7 + 11, Z (9 kW) is empty.
+        // A 58 kW request needs 8 kW more on X. No one step frees it; moving
+        // X's 7 kW session first into Y's 10 kW hole would leave no room for
+        // the exchange that must follow (11 kW to Y, 7 kW back), so it goes
+        // into Z's 9 kW hole, the tighter one.
+        let now = 1.0;
+        let caps = [30_000.0, 68_000.0, 9_000.0];
+        let mut r = router_with(&caps, RouterConfig::default(), 7);
+        place(&mut r, 0, 13_000.0, Some(1), 100.0, now);
+        place(&mut r, 0, 7_000.0, Some(2), 100.0, now);
+        place(&mut r, 1, 7_000.0, Some(1), 100.0, now);
+        place(&mut r, 1, 11_000.0, Some(2), 100.0, now);
+        assert!(r.reserve(58_000.0, 58_000.0, &[], now).is_none());
+        let plan = r.plan_moves(58_000.0, 58_000.0, &[], now).unwrap();
+        assert_eq!(plan.ticket.index, 1);
+        let moves: Vec<(usize, usize, f64)> = plan
+            .moves
+            .iter()
+            .map(|m| (m.from, m.ticket.index, m.ticket.min_w))
+            .collect();
+        assert_eq!(
+            moves,
+            [(1, 2, 7_000.0), (1, 0, 11_000.0), (0, 1, 7_000.0)],
+            "{plan:?}"
+        );
+        for m in &plan.moves {
+            r.moved_out(m.from, m.seq, now);
+        }
+        for (k, m) in plan.moves.iter().enumerate() {
+            r.confirm(&m.ticket, 99.0, Some(10 + k as u64), now);
+        }
+        r.confirm(&plan.ticket, 50.0, Some(20), now);
+        assert_eq!(committed(&r), [24_000.0, 65_000.0, 7_000.0]);
     }
 
     #[test]
