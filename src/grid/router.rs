@@ -1770,12 +1770,13 @@ mod tests {
     }
 
     #[test]
-    fn a_first_step_that_cannot_finish_takes_the_tightest_fit() {
+    fn a_plan_of_a_move_then_an_exchange_is_found() {
         // Y (30 kW) holds 13 + 7, X (68 kW) holds 7 + 11, Z (9 kW) is empty.
         // A 58 kW request needs 8 kW more on X. No one step frees it; moving
         // X's 7 kW session first into Y's 10 kW hole would leave no room for
-        // the exchange that must follow (11 kW to Y, 7 kW back), so it goes
-        // into Z's 9 kW hole, the tighter one.
+        // the exchange that must follow (11 kW to Y, 7 kW back), so it must
+        // go into Z's 9 kW hole, the tighter one. (A search that took the
+        // first of equal steps, Y, found no plan.)
         let now = 1.0;
         let caps = [30_000.0, 68_000.0, 9_000.0];
         let mut r = router_with(&caps, RouterConfig::default(), 7);
