@@ -2,6 +2,10 @@
 //!
 //! * `grid_bench decision`: in-process routing decisions (reserve + confirm)
 //!   over 100 substations; prints p50/p99/max.
+//! * `grid_bench plan`: in-process move plans (`Router::plan_moves`) over
+//!   `--substations` full substations of 300 to 1200 kW holding sessions
+//!   of the 7/11/22/50/150 kW mix; prints p50/p99/max and how many found a
+//!   plan.
 //! * `grid_bench e2e --target URL`: closed loop with `--connections`
 //!   requests in flight, first `GET /health` on the entry service, then
 //!   `POST /request_charge` through balancer and substation, for `--secs`
@@ -30,6 +34,13 @@ enum Cmd {
         substations: usize,
         #[arg(long, default_value_t = 1_000_000)]
         decisions: u64,
+    },
+    /// In-process move-plan latency on full substations.
+    Plan {
+        #[arg(long, default_value_t = 100)]
+        substations: usize,
+        #[arg(long, default_value_t = 10_000)]
+        plans: u64,
     },
     /// End-to-end throughput against running services.
     E2e {
@@ -84,6 +95,88 @@ fn decision(n: usize, decisions: u64) {
         hist.value_at_quantile(0.5) as f64 / 1000.0,
         hist.value_at_quantile(0.99) as f64 / 1000.0,
         hist.value_at_quantile(0.999) as f64 / 1000.0,
+        hist.max() as f64 / 1000.0
+    );
+}
+
+fn plan(n: usize, plans: u64) {
+    use rand::{Rng, SeedableRng};
+    let mix = [7_000.0, 11_000.0, 22_000.0, 50_000.0, 150_000.0];
+    let caps: Vec<f64> = (0..n)
+        .map(|i| [300e3, 500e3, 800e3, 1200e3][i % 4])
+        .collect();
+    let mut rng = rand::rngs::SmallRng::seed_from_u64(1);
+    let mut hist = histogram();
+    let (mut found, mut tried) = (0u64, 0u64);
+    let now = 1.0;
+    let mut k = 0;
+    while tried < plans {
+        // A fresh grid, filled by the router until a 7 kW session fits
+        // nowhere, then plans for requests that fit nowhere.
+        let mut router = Router::new(
+            (0..n).map(|i| format!("s{i}")).collect(),
+            RouterConfig::default(),
+            k,
+        );
+        k += 1;
+        let mut seqs = vec![0u64; n];
+        let mut committed = vec![0.0; n];
+        let observe = |router: &mut Router, committed: &[f64], seqs: &[u64]| {
+            for i in 0..n {
+                let sample = LoadSample {
+                    power_w: committed[i],
+                    committed_w: Some(committed[i]),
+                    requested_w: Some(committed[i]),
+                    capacity_w: caps[i],
+                    started: Some(seqs[i]),
+                    ..LoadSample::default()
+                };
+                router.observe(i, &sample, now, now);
+            }
+        };
+        observe(&mut router, &committed, &seqs);
+        let mut misses = 0;
+        while misses < 50 {
+            let w = mix[rng.gen_range(0..mix.len())];
+            match router.reserve(w, w, &[], now) {
+                Some(t) => {
+                    seqs[t.index] += 1;
+                    committed[t.index] += w;
+                    router.confirm(&t, 1e6, Some(seqs[t.index]), now);
+                }
+                None => misses += 1,
+            }
+        }
+        observe(&mut router, &committed, &seqs);
+        for _ in 0..100 {
+            let w = mix[rng.gen_range(0..mix.len())];
+            if tried >= plans {
+                break;
+            }
+            if router
+                .reserve(w, w, &[], now)
+                .map(|t| router.abandoned(&t))
+                .is_some()
+            {
+                continue;
+            }
+            tried += 1;
+            let start = Instant::now();
+            let plan = router.plan_moves(w, w, &[], now);
+            let _ = hist.record((start.elapsed().as_nanos() as u64).max(1));
+            if let Some(p) = plan {
+                found += 1;
+                for m in &p.moves {
+                    router.abandoned(&m.ticket);
+                }
+                router.abandoned(&p.ticket);
+            }
+        }
+    }
+    println!(
+        "move plans over {n} full substations, {tried} requests that fit nowhere: {found} planned; p50 {:.1} us, p99 {:.1} us, max {:.1} us",
+        hist.value_at_quantile(0.5) as f64 / 1000.0,
+        hist.value_at_quantile(0.99) as f64 / 1000.0,
         hist.max() as f64 / 1000.0
     );
 }
@@ -164,6 +257,7 @@ async fn main() {
             substations,
             decisions,
         } => decision(substations, decisions),
+        Cmd::Plan { substations, plans } => plan(substations, plans),
         Cmd::E2e {
             target,
             connections,

@@ -820,12 +820,18 @@ impl Router {
         if pooled + EPS_W < min_w {
             return None;
         }
+        // The roomiest substations need the least moved: plan for a few of
+        // them, so that a plan costs the same over 4 substations or 100.
+        let mut candidates: Vec<(usize, f64)> = bins
+            .iter()
+            .enumerate()
+            .filter_map(|(i, b)| Some((i, b.as_ref()?.room_w)))
+            .filter(|&(i, room)| !exclude.contains(&i) && room < min_w)
+            .collect();
+        candidates.sort_by(|a, b| b.1.total_cmp(&a.1));
+        candidates.truncate(PLAN_CANDIDATES);
         let mut best: Option<(f64, usize, Vec<Shift>)> = None;
-        for (into, bin) in bins.iter().enumerate() {
-            let Some(bin) = bin else { continue };
-            if exclude.contains(&into) || bin.room_w >= min_w {
-                continue;
-            }
+        for (into, _) in candidates {
             let Some(plan) = plan_into(&bins, into, min_w, self.cfg.max_moves) else {
                 continue;
             };
@@ -931,6 +937,11 @@ pub struct Rebalance {
     pub ticket: Ticket,
 }
 
+/// Substations [`Router::plan_moves`] tries to make room on: the roomiest.
+const PLAN_CANDIDATES: usize = 4;
+/// Substations a plan exchanges sessions with: those with the most room.
+const PLAN_PARTNERS: usize = 8;
+
 /// Slack on the planner's room comparisons, watts.
 const EPS_W: f64 = 1e-3;
 
@@ -1010,11 +1021,13 @@ fn plan_greedily(
         let budget = max_moves - plan.len();
         let outs = combos(bins[into].as_ref()?, &used[into], 1, budget.min(2));
         let mut best: Option<(Step, usize, Vec<usize>, Vec<usize>)> = None;
-        for (t, bin) in bins.iter().enumerate() {
-            let Some(bin) = bin else { continue };
-            if t == into {
-                continue;
-            }
+        let mut partners: Vec<usize> = (0..bins.len())
+            .filter(|&t| t != into && bins[t].is_some() && free[t] > EPS_W)
+            .collect();
+        partners.sort_by(|&a, &b| free[b].total_cmp(&free[a]));
+        partners.truncate(PLAN_PARTNERS);
+        for t in partners {
+            let Some(bin) = &bins[t] else { continue };
             let backs = combos(bin, &used[t], 0, budget.saturating_sub(1).min(2));
             for (out_w, out) in &outs {
                 for (back_w, back) in &backs {

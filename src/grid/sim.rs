@@ -1073,8 +1073,13 @@ mod tests {
             ours.moves_per_request > 0.0 && ours.rebalanced > 0.0,
             "{ours:?}"
         );
-        // Every request a move admitted is one more admitted.
-        assert!(ours.admitted > alone.admitted, "{ours:?} vs {alone:?}");
+        // Room gathered goes to the large requests the holes could not take:
+        // far fewer 150 kW refusals (the small ones then find a little less
+        // room, so the count of requests admitted barely moves).
+        assert!(
+            ours.class_rejection[4] < alone.class_rejection[4] - 0.05,
+            "{ours:?} vs {alone:?}"
+        );
         assert_eq!(ours.dropped_moves, 0, "{ours:?}");
         assert_eq!(alone.moves_per_request, 0.0);
         // At most max_moves per admitted-after-moves request.
