@@ -942,6 +942,9 @@ const PLAN_CANDIDATES: usize = 4;
 /// Substations a plan exchanges sessions with: those with the most room.
 const PLAN_PARTNERS: usize = 8;
 
+/// Most sessions one exchange moves each way.
+const ARITY: usize = 3;
+
 /// Slack on the planner's room comparisons, watts.
 const EPS_W: f64 = 1e-3;
 
@@ -963,9 +966,9 @@ struct Shift {
 
 /// Moves (at most `max_moves`) after which `min_w` fits on `into`, or
 /// `None`. Built step by step; each step is an *exchange* with one other
-/// substation `t`: one or two sessions leave `into` for `t` and none, one or
-/// two smaller ones come back, for a net gain on `into` that `t` has room
-/// for. (A step with nothing coming back is a plain move; one with something
+/// substation `t`: one to three sessions leave `into` for `t` and up to
+/// three others (smaller in all) come back, for a net gain on `into` that
+/// `t` has room for. (A step with nothing coming back is a plain move; one with something
 /// coming back lets room below the smallest session's size be used.) A step
 /// that finishes the job is preferred, with the fewest moves, then the
 /// smallest gain, then the tightest fit on `t`; otherwise, in three
@@ -1019,7 +1022,7 @@ fn plan_greedily(
     let mut plan = Vec::new();
     while need > EPS_W {
         let budget = max_moves - plan.len();
-        let outs = combos(bins[into].as_ref()?, &used[into], 1, budget.min(2));
+        let outs = combos(bins[into].as_ref()?, &used[into], 1, budget.min(ARITY));
         let mut best: Option<(Step, usize, Vec<usize>, Vec<usize>)> = None;
         let mut partners: Vec<usize> = (0..bins.len())
             .filter(|&t| t != into && bins[t].is_some() && free[t] > EPS_W)
@@ -1028,7 +1031,7 @@ fn plan_greedily(
         partners.truncate(PLAN_PARTNERS);
         for t in partners {
             let Some(bin) = &bins[t] else { continue };
-            let backs = combos(bin, &used[t], 0, budget.saturating_sub(1).min(2));
+            let backs = combos(bin, &used[t], 0, budget.saturating_sub(1).min(ARITY));
             for (out_w, out) in &outs {
                 for (back_w, back) in &backs {
                     let moves = out.len() + back.len();
@@ -1108,53 +1111,53 @@ impl Step {
     }
 }
 
-/// Sets of `lo..=hi` unused sessions of `bin` with distinct sizes per
-/// position (one representative per size, so the count stays small), as
-/// (total minimum, indices).
+/// Sets of `lo..=hi` unused sessions of `bin`, one per multiset of sizes
+/// (sessions of one size are interchangeable here), as (total minimum,
+/// indices).
 fn combos(bin: &Bin, used: &[bool], lo: usize, hi: usize) -> Vec<(f64, Vec<usize>)> {
-    // The first unused session of each size, and the second if any.
-    let mut firsts: Vec<usize> = Vec::new();
-    let mut seconds: Vec<Option<usize>> = Vec::new();
+    // Unused sessions by size, at most `hi` of each.
+    let mut groups: Vec<Vec<usize>> = Vec::new();
     for (i, t) in bin.movable.iter().enumerate() {
         if used[i] {
             continue;
         }
         let w = t.demand.min_w;
-        match firsts
+        match groups
             .iter()
-            .position(|&f| (bin.movable[f].demand.min_w - w).abs() <= EPS_W)
+            .position(|g| (bin.movable[g[0]].demand.min_w - w).abs() <= EPS_W)
         {
             Some(k) => {
-                if seconds[k].is_none() {
-                    seconds[k] = Some(i);
+                if groups[k].len() < hi {
+                    groups[k].push(i);
                 }
             }
-            None => {
-                firsts.push(i);
-                seconds.push(None);
-            }
+            None => groups.push(vec![i]),
         }
     }
-    let w = |i: usize| bin.movable[i].demand.min_w;
     let mut out = Vec::new();
-    if lo == 0 {
-        out.push((0.0, Vec::new()));
-    }
-    if hi >= 1 {
-        for &a in &firsts {
-            out.push((w(a), vec![a]));
+    let mut pick = Vec::new();
+    fn walk(
+        bin: &Bin,
+        groups: &[Vec<usize>],
+        lo: usize,
+        left: usize,
+        pick: &mut Vec<usize>,
+        out: &mut Vec<(f64, Vec<usize>)>,
+    ) {
+        let Some((first, rest)) = groups.split_first() else {
+            if pick.len() >= lo {
+                let w = pick.iter().map(|&i| bin.movable[i].demand.min_w).sum();
+                out.push((w, pick.clone()));
+            }
+            return;
+        };
+        for take in 0..=left.min(first.len()) {
+            pick.extend_from_slice(&first[..take]);
+            walk(bin, rest, lo, left - take, pick, out);
+            pick.truncate(pick.len() - take);
         }
     }
-    if hi >= 2 {
-        for (k, &a) in firsts.iter().enumerate() {
-            if let Some(a2) = seconds[k] {
-                out.push((w(a) + w(a2), vec![a, a2]));
-            }
-            for &b in &firsts[k + 1..] {
-                out.push((w(a) + w(b), vec![a, b]));
-            }
-        }
-    }
+    walk(bin, &groups, lo, hi, &mut pick, &mut out);
     out
 }
 
