@@ -24,11 +24,11 @@
 //! how many sessions the router moved to make room: each router policy runs
 //! once per `--max-moves` value (default 0 and 8). For the default
 //! substations and mix at load <= 0.95 and staleness <= 0.1 it exits 1 if
-//! the default router (`headroom` with up to 8 moves) leaves more
+//! the default router (`headroom` with up to 16 moves) leaves more
 //! fragmentation refusals than 0.5% of requests or 0.65x plain least
 //! utilisation's without moves with minimum = requested, rejects more than
-//! 1.1x the Kaufman-Roberts floor there, or more than 2 in 100 000 with
-//! curtailable minimums.
+//! 1.1x the Kaufman-Roberts floor there, or leaves any with curtailable
+//! minimums.
 
 use clap::Parser;
 
@@ -181,9 +181,8 @@ const FRAGMENTATION_VS_LEAST: f64 = 0.65;
 /// Rejection over the Kaufman-Roberts floor allowed with minimum = requested.
 const KR_RATIO: f64 = 1.1;
 /// Fragmentation refusals allowed when every minimum is below the request:
-/// two in 100 000 (what is left are requests whose minimum equals the
-/// pooled room to the watt, which only exact-fit exchanges could gather).
-const CURTAILABLE_FRAGMENTATION: f64 = 0.000_02;
+/// none.
+const CURTAILABLE_FRAGMENTATION: f64 = 0.0;
 
 /// Parses `power_kw:share:energy_kwh[:min_kw]`.
 fn parse_class(s: &str) -> Result<(PowerClass, bool), String> {
@@ -423,10 +422,9 @@ fn power_mode(args: &Args) -> Result<(), String> {
     if failures.is_empty() {
         if checked {
             println!(
-                "\nall checks passed: with the default placement ({}), at load <= 0.95 and staleness <= 0.1, fragmentation refusals are at most {} of requests and at most {FRAGMENTATION_VS_LEAST}x least utilisation's without moves with minimum = requested (rejection within {KR_RATIO}x Kaufman-Roberts), and at most {:.3}% with curtailable minimums",
+                "\nall checks passed: with the default placement ({}), at load <= 0.95 and staleness <= 0.1, fragmentation refusals are at most {} of requests and at most {FRAGMENTATION_VS_LEAST}x least utilisation's without moves with minimum = requested (rejection within {KR_RATIO}x Kaufman-Roberts), and none with curtailable minimums",
                 format_args!("{} + moves <= {DEFAULT_MAX_MOVES}", default.name()),
                 pct(FIXED_FRAGMENTATION),
-                100.0 * CURTAILABLE_FRAGMENTATION,
             );
         }
         Ok(())

@@ -91,7 +91,7 @@ const HEADROOM_WINDOW: u64 = 1024;
 const SPARE_SLOTS: f64 = 2.0;
 
 /// Default [`RouterConfig::max_moves`].
-pub const DEFAULT_MAX_MOVES: usize = 8;
+pub const DEFAULT_MAX_MOVES: usize = 16;
 
 /// How the router chooses among the substations a request fits.
 #[derive(Debug, Clone, Copy, PartialEq)]

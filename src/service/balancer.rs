@@ -55,7 +55,7 @@ pub struct BalancerConfig {
     /// `GRID_ADMIN_TOKEN` (or `GRID_ADMIN_TOKEN_FILE`), the substations'
     /// token: it authorises hand-overs; unset, no session is moved.
     pub admin_token: Option<String>,
-    /// `BALANCER_MAX_MOVES`, default 8 (0 to 64): most sessions moved to
+    /// `BALANCER_MAX_MOVES`, default 16 (0 to 64): most sessions moved to
     /// make room for one request; 0 never moves one.
     pub max_moves: usize,
 }
