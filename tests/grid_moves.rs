@@ -6,26 +6,12 @@
 
 mod grid_support;
 
-use causal_grid::grid::LoadSample;
 use grid_support::*;
 use serde_json::{json, Value};
 
 const TOKEN: &str = "grid-test-token";
 
-async fn sample(client: &awc::Client, url: &str) -> LoadSample {
-    let body = get_text(client, &format!("{url}/metrics"))
-        .await
-        .expect("metrics");
-    LoadSample::from_exposition(&body).expect("parse")
-}
-
-/// The value of a counter line (`name` with its labels) in a `/metrics` body.
-fn counter(body: &str, series: &str) -> f64 {
-    body.lines()
-        .find(|l| l.starts_with(series) && l[series.len()..].starts_with(' '))
-        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
-        .unwrap_or(0.0)
-}
+const MOVED: &str = "lb_session_moves_total{result=\"moved\"}";
 
 async fn post_with_token(client: &awc::Client, url: &str, token: Option<&str>) -> (u16, Value) {
     let mut req = client.post(url);
@@ -59,8 +45,8 @@ async fn a_request_that_fits_nowhere_gets_room_by_moving_a_session() {
         grants.push(g);
     }
     let before = (
-        sample(&client, &a.url()).await,
-        sample(&client, &b.url()).await,
+        load_sample(&client, &a.url()).await,
+        load_sample(&client, &b.url()).await,
     );
     assert_eq!(before.0.committed_w, Some(60_000.0));
     assert_eq!(before.1.committed_w, Some(60_000.0));
@@ -70,8 +56,8 @@ async fn a_request_that_fits_nowhere_gets_room_by_moving_a_session() {
     let (status, _, g) = post(&client, &route, &charge(60.0, 50.0)).await;
     assert_eq!(status, 200, "{g}");
     let (sa, sb) = (
-        sample(&client, &a.url()).await,
-        sample(&client, &b.url()).await,
+        load_sample(&client, &a.url()).await,
+        load_sample(&client, &b.url()).await,
     );
     let mut committed = [sa.committed_w.unwrap(), sb.committed_w.unwrap()];
     committed.sort_by(f64::total_cmp);
@@ -104,7 +90,7 @@ async fn a_request_that_fits_nowhere_gets_room_by_moving_a_session() {
     assert_eq!(moved["ends_in_s"], Value::Null);
     let delivered = moved["delivered_kwh"].as_f64().unwrap();
     assert!(delivered > 0.0 && delivered < 50.0, "{moved}");
-    let other_sample = sample(&client, &other.url()).await;
+    let other_sample = load_sample(&client, &other.url()).await;
     let newest = other_sample.started.expect("started");
     let other_id = if g["substation"] == "a" { "b" } else { "a" };
     let rest = get_json(
@@ -118,34 +104,19 @@ async fn a_request_that_fits_nowhere_gets_room_by_moving_a_session() {
     let total = delivered + rest["energy_kwh"].as_f64().unwrap();
     assert!((total - 50.0).abs() < 1e-6, "{moved} {rest}");
 
-    let lb_metrics = get_text(&client, &format!("{}/metrics", lb.url()))
-        .await
-        .unwrap();
-    assert_eq!(
-        counter(&lb_metrics, "lb_session_moves_total{result=\"moved\"}"),
-        1.0,
-        "{lb_metrics}"
-    );
-    assert_eq!(counter(&lb_metrics, "lb_rebalanced_requests_total"), 1.0);
-    let sub_metrics = get_text(&client, &format!("{}/metrics", into.url()))
-        .await
-        .unwrap();
-    let series = format!(
+    assert_eq!(series(&client, &lb.url(), MOVED).await, 1.0);
+    let rebalanced = series(&client, &lb.url(), "lb_rebalanced_requests_total").await;
+    assert_eq!(rebalanced, 1.0);
+    let handed_over = format!(
         "substation_sessions_moved_total{{substation={}}}",
         g["substation"]
     );
-    assert_eq!(counter(&sub_metrics, &series), 1.0, "{sub_metrics}");
+    assert_eq!(series(&client, &into.url(), &handed_over).await, 1.0);
 
     // 30 kW is more than the 20 kW left in all: refused, nothing moves.
     let (status, _, body) = post(&client, &route, &charge(30.0, 50.0)).await;
     assert_eq!(status, 503, "{body}");
-    let lb_metrics = get_text(&client, &format!("{}/metrics", lb.url()))
-        .await
-        .unwrap();
-    assert_eq!(
-        counter(&lb_metrics, "lb_session_moves_total{result=\"moved\"}"),
-        1.0
-    );
+    assert_eq!(series(&client, &lb.url(), MOVED).await, 1.0);
 }
 
 #[actix_rt::test]
@@ -188,7 +159,7 @@ async fn the_handover_route_needs_the_token() {
     let (status, body) = post_with_token(&client, &url, Some(TOKEN)).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["state"], "moved");
-    assert_eq!(sample(&client, &s.url()).await.power_w, 0.0);
+    assert_eq!(load_sample(&client, &s.url()).await.power_w, 0.0);
     // Twice, or a session that is not live: 404.
     assert_eq!(post_with_token(&client, &url, Some(TOKEN)).await.0, 404);
     let unknown = format!("{}/sessions/a-99/handover", s.url());
@@ -226,13 +197,7 @@ async fn a_refusal_rests_on_a_fresh_poll() {
     assert_eq!(resp.status().as_u16(), 200);
     let (status, _, g) = post(&client, &route, &charge(50.0, 50.0)).await;
     assert_eq!(status, 200, "{g}");
-    let lb_metrics = get_text(&client, &format!("{}/metrics", lb.url()))
-        .await
-        .unwrap();
-    assert!(
-        counter(&lb_metrics, "lb_refusal_polls_total") >= 1.0,
-        "{lb_metrics}"
-    );
+    assert!(series(&client, &lb.url(), "lb_refusal_polls_total").await >= 1.0);
     // Full for real now: refused, on figures just taken.
     let (status, _, body) = post(&client, &route, &charge(60.0, 50.0)).await;
     assert_eq!(status, 503, "{body}");

@@ -1055,23 +1055,12 @@ fn plan_greedily(
             }
         }
         let (step, t, out, back) = best?;
-        for i in out {
-            used[into][i] = true;
-            let session = bins[into].as_ref()?.movable[i];
-            plan.push(Shift {
-                from: into,
-                to: t,
-                session,
-            });
-        }
-        for i in back {
-            used[t][i] = true;
-            let session = bins[t].as_ref()?.movable[i];
-            plan.push(Shift {
-                from: t,
-                to: into,
-                session,
-            });
+        for (from, to, picked) in [(into, t, out), (t, into, back)] {
+            for i in picked {
+                used[from][i] = true;
+                let session = bins[from].as_ref()?.movable[i];
+                plan.push(Shift { from, to, session });
+            }
         }
         free[t] -= step.gain;
         need -= step.gain;

@@ -127,10 +127,9 @@ pub fn parse_grant(from: &Uri, forwarded: Forwarded<Bytes>) -> Forwarded {
 pub enum HandedOver {
     /// The session stopped there; this is what it had left.
     Moved(SessionStatus),
-    /// 404: no such live session (it ended, or was moved already).
-    Gone(String),
-    /// Anything else (unreachable, timeout, 401, 5xx, a bad body): the
-    /// session may still be charging there.
+    /// Anything else: unreachable, timeout, 401, 404 (no such live session,
+    /// or the route is disabled), 5xx, a bad body. The session may still be
+    /// charging there; the next poll says.
     Failed(String),
 }
 
@@ -160,10 +159,7 @@ pub async fn post_handover(client: &awc::Client, uri: Uri, authorization: &str) 
     let message = serde_json::from_slice::<ErrorBody>(&body)
         .map(|b| b.error)
         .unwrap_or_else(|_| String::from_utf8_lossy(&body).into_owned());
-    match status.as_u16() {
-        404 => HandedOver::Gone(message),
-        code => HandedOver::Failed(format!("{uri} answered {code}: {message}")),
-    }
+    HandedOver::Failed(format!("{uri} answered {}: {message}", status.as_u16()))
 }
 
 /// How one request to the entry service ended: the `outcome` label of

@@ -42,20 +42,9 @@ pub fn start_substation_with(
     .expect("substation starts")
 }
 
+/// A balancer that moves no session (it has no token).
 pub fn start_balancer(urls: &[String], poll_ms: u64) -> Running {
-    balancer::start(
-        BalancerConfig {
-            listen_addr: "127.0.0.1:0".into(),
-            substations: urls.to_vec(),
-            poll_interval: Duration::from_millis(poll_ms),
-            seed: Some(42),
-            batch: BatchConfig::DEFAULT,
-            admin_token: None,
-            max_moves: 0,
-        },
-        false,
-    )
-    .expect("balancer starts")
+    balancer_with(urls, poll_ms, None, 0)
 }
 
 /// A balancer that moves up to `max_moves` sessions to make room,
@@ -66,6 +55,15 @@ pub fn start_balancer_with(
     admin_token: &str,
     max_moves: usize,
 ) -> Running {
+    balancer_with(urls, poll_ms, Some(admin_token), max_moves)
+}
+
+fn balancer_with(
+    urls: &[String],
+    poll_ms: u64,
+    admin_token: Option<&str>,
+    max_moves: usize,
+) -> Running {
     balancer::start(
         BalancerConfig {
             listen_addr: "127.0.0.1:0".into(),
@@ -73,7 +71,7 @@ pub fn start_balancer_with(
             poll_interval: Duration::from_millis(poll_ms),
             seed: Some(42),
             batch: BatchConfig::DEFAULT,
-            admin_token: Some(admin_token.to_string()),
+            admin_token: admin_token.map(str::to_string),
             max_moves,
         },
         false,
@@ -164,13 +162,30 @@ pub async fn await_all_healthy(client: &awc::Client, lb: &str, n: usize) {
     .await;
 }
 
-/// A substation's (power, capacity) in watts, read from its `/metrics`.
-pub async fn power_of(client: &awc::Client, url: &str) -> (f64, f64) {
+/// A substation's load as the balancer reads it from its `/metrics`.
+pub async fn load_sample(client: &awc::Client, url: &str) -> causal_grid::grid::LoadSample {
     let body = get_text(client, &format!("{url}/metrics"))
         .await
         .expect("metrics");
-    let s = causal_grid::grid::LoadSample::from_exposition(&body).expect("parse");
+    causal_grid::grid::LoadSample::from_exposition(&body).expect("parse")
+}
+
+/// A substation's (power, capacity) in watts, read from its `/metrics`.
+pub async fn power_of(client: &awc::Client, url: &str) -> (f64, f64) {
+    let s = load_sample(client, url).await;
     (s.power_w, s.capacity_w)
+}
+
+/// The value of one series (`name` with its labels, as exported) in the
+/// `/metrics` of the service at `url`; 0 if absent.
+pub async fn series(client: &awc::Client, url: &str, series: &str) -> f64 {
+    let body = get_text(client, &format!("{url}/metrics"))
+        .await
+        .expect("metrics");
+    body.lines()
+        .find(|l| l.starts_with(series) && l[series.len()..].starts_with(' '))
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+        .unwrap_or(0.0)
 }
 
 pub fn charge(power_kw: f64, energy_kwh: f64) -> Value {

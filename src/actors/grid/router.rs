@@ -565,6 +565,20 @@ impl RouterActor {
         )))
     }
 
+    /// Per move: its hand-over URI, and the `/charge` URIs of its new and
+    /// old substations (the targets' own, parsed once).
+    fn move_uris(&mut self, moves: &[Move]) -> Result<Vec<(Uri, Uri, Uri)>> {
+        let mut uris = Vec::with_capacity(moves.len());
+        for m in moves {
+            let id = format!("{}-{}", self.router.name(m.from), m.seq);
+            let handover = join_uri(&self.urls[m.from], &format!("/sessions/{id}/handover"))?;
+            let to = self.target(m.ticket.index)?.uri;
+            let back = self.target(m.from)?.uri;
+            uris.push((handover, to, back));
+        }
+        Ok(uris)
+    }
+
     /// Carries out `plan` to make room for `a`: every session is handed over
     /// first (a plan may exchange sessions, so room is only there once all
     /// have left), then each continuation is admitted where the plan put it
@@ -572,18 +586,7 @@ impl RouterActor {
     /// where the room was made, and routed as usual from there.
     fn rebalance(&mut self, mut a: Attempt, plan: Rebalance) -> Routing {
         let Rebalance { moves, ticket } = plan;
-        let uris: Result<Vec<(Uri, Uri, Uri)>> = moves
-            .iter()
-            .map(|m| {
-                let from = &self.urls[m.from];
-                let id = format!("{}-{}", self.router.name(m.from), m.seq);
-                Ok((
-                    join_uri(from, &format!("/sessions/{id}/handover"))?,
-                    charge_uri(&self.urls[m.ticket.index])?,
-                    charge_uri(from)?,
-                ))
-            })
-            .collect();
+        let uris = self.move_uris(&moves);
         let (Some(auth), Ok(uris)) = (self.handover_auth.clone(), uris) else {
             for m in &moves {
                 self.router.abandoned(&m.ticket);
@@ -610,7 +613,7 @@ impl RouterActor {
                                 None => act.router.abandoned(&m.ticket),
                             }
                         }
-                        HandedOver::Gone(e) | HandedOver::Failed(e) => {
+                        HandedOver::Failed(e) => {
                             // Still charging there, or ended: the next poll
                             // says which; the plan goes ahead without it.
                             log::warn!(
