@@ -436,10 +436,11 @@ async fn the_commit_path_is_measured() {
             .expect("put");
     }
     let http = awc::Client::default();
-    // Checkpoints run in the background: poll until one has been counted.
+    // Checkpoints run in the background: poll until one has been counted
+    // with its keys (a scrape can fall between a checkpoint's histograms).
     let body = eventually(
         Duration::from_secs(20),
-        "a checkpoint is measured",
+        "a checkpoint of the written keys is measured",
         || async {
             let mut resp = http
                 .get(format!("{}/metrics", cluster.url(0)))
@@ -447,7 +448,8 @@ async fn the_commit_path_is_measured() {
                 .await
                 .ok()?;
             let body = String::from_utf8(resp.body().limit(1 << 22).await.ok()?.to_vec()).ok()?;
-            (series(&body, "kv_checkpoint_duration_seconds_count") >= 1.0).then_some(body)
+            let counted = series(&body, "kv_checkpoint_duration_seconds_count") >= 1.0;
+            (counted && series(&body, "kv_checkpoint_keys_sum") >= 1.0).then_some(body)
         },
     )
     .await;

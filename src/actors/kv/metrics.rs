@@ -122,11 +122,13 @@ impl CommitMetrics {
         }
     }
 
-    /// Records a finished background checkpoint.
+    /// Records a finished background checkpoint. The duration goes last: a
+    /// scrape on another thread can fall between the three, and one that
+    /// counts the checkpoint should find its size counted too.
     pub fn observe_checkpoint(&self, c: &CheckpointStats) {
-        self.checkpoint.observe(c.duration.as_secs_f64());
         self.checkpoint_bytes.observe(c.bytes as f64);
         self.checkpoint_keys.observe(c.keys as f64);
+        self.checkpoint.observe(c.duration.as_secs_f64());
     }
 }
 
